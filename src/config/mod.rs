@@ -1,0 +1,227 @@
+//! Configuration: the YAML file, its validation, and the validated [`Config`].
+//!
+//! Loading is two steps (ripgrep's low-level/high-level args split):
+//! `raw.rs` mirrors the YAML one to one with `deny_unknown_fields` and is the
+//! only user of serde_yaml; `validate.rs` turns that into a [`Config`] whose
+//! invariants the rest of weir relies on (every route names an existing pool,
+//! names are unique, weights are at least 1, addresses parse). `weir check`,
+//! startup and hot reload all go through [`Config::from_yaml`], so they accept
+//! and reject exactly the same files.
+//!
+//! Every error names the key path (`pools[1].endpoints[0].weight`) and, where
+//! the YAML parser knows it, the line and column.
+
+mod duration;
+mod error;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use crate::balance::Algorithm;
+pub use error::ConfigError;
+
+/// A validated configuration. Immutable; a reload builds a new one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Traffic listeners, in file order. Names are unique.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener (metrics, health, status, reload).
+    pub admin: AdminConfig,
+    /// Routes, in file order. Every `pool` names an entry of `pools`.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream pools, in file order. Names are unique.
+    pub pools: Vec<PoolConfig>,
+    /// Downstream (client side) timeouts and limits.
+    pub server: ServerConfig,
+    /// Per-request access log.
+    pub access_log: AccessLogConfig,
+    /// Headers weir adds to proxied requests.
+    pub headers: HeadersConfig,
+}
+
+/// One traffic listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerConfig {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Address to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
+    pub bind: SocketAddr,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    /// Address to bind. Default `127.0.0.1:9901`.
+    pub bind: SocketAddr,
+}
+
+/// Downstream timeouts and limits, plus shutdown behaviour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Time a client has to send a complete request head. Default 10s.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight for this long is
+    /// closed (HTTP/2: GOAWAY). Default 60s.
+    pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish. Default 30s.
+    pub shutdown_grace: Duration,
+}
+
+/// Access log settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLogConfig {
+    /// One line per request at target `weir::access`. Default true.
+    pub enabled: bool,
+}
+
+/// Request headers added on the way upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadersConfig {
+    /// If set, `Via: 1.1 <pseudonym>` is appended (RFC 9110 §7.6.3). Default unset.
+    pub via: Option<String>,
+}
+
+/// A routing rule: host and path prefix to a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    /// Name for metrics and logs. Default `route<index>`.
+    pub name: String,
+    /// Hosts this route answers for; empty means any host.
+    pub hosts: Vec<HostMatch>,
+    /// Path prefix (plain string prefix, starts with `/`). Default `/`.
+    pub path_prefix: String,
+    /// Name of the pool that serves this route.
+    pub pool: String,
+}
+
+/// How a route matches the request's host (lower-cased, port removed).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// `api.example.com`: that host only.
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com` (stored as the
+    /// suffix `.example.com`), not `example.com` itself.
+    Suffix(String),
+}
+
+/// One upstream pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    /// Unique name.
+    pub name: String,
+    /// Selection algorithm and its options.
+    pub balance: BalanceConfig,
+    /// Protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// What `Host` the endpoint sees.
+    pub host_header: HostHeader,
+    /// Static endpoints (may be empty only when discovery is configured).
+    pub endpoints: Vec<EndpointConfig>,
+    /// Upstream timeouts (pool values override the global `timeouts:`).
+    pub timeouts: PoolTimeouts,
+    /// Idle keep-alive connections kept per endpoint. Default 64.
+    pub max_idle_per_endpoint: usize,
+}
+
+/// `balance:` and its options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BalanceConfig {
+    /// The algorithm. Default round robin.
+    pub algorithm: Algorithm,
+    /// Load measure for least connections / P2C.
+    pub load: LoadMetric,
+    /// Peak-EWMA parameters, used when `load` is `PeakEwma`.
+    pub peak_ewma: PeakEwmaConfig,
+}
+
+/// Load measure used by the load-aware selectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LoadMetric {
+    /// `in_flight / weight`.
+    #[default]
+    InFlight,
+    /// Peak-EWMA of response latency × (in_flight + 1), divided by weight.
+    PeakEwma,
+}
+
+/// Peak-EWMA parameters (linkerd2-proxy, Finagle).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeakEwmaConfig {
+    /// RTT assumed for an endpoint with no samples yet. Default 30ms.
+    pub default_rtt: Duration,
+    /// Decay window of the moving average. Default 10s.
+    pub decay: Duration,
+}
+
+/// Protocol to the endpoints of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive. Default.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (gRPC backends).
+    H2c,
+}
+
+/// What `Host` header the endpoint receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HostHeader {
+    /// The client's `Host`, unchanged. Default.
+    #[default]
+    Preserve,
+    /// The endpoint's `ip:port`.
+    Endpoint,
+}
+
+/// A static endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointConfig {
+    /// `ip:port` of the endpoint.
+    pub address: SocketAddr,
+    /// Relative weight, at least 1. Default 1.
+    pub weight: u32,
+}
+
+/// Upstream timeouts of a pool.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolTimeouts {
+    /// TCP connect. Default 2s. Exceeded → 504.
+    pub connect: Duration,
+    /// From request sent to response headers received. Default 60s. Exceeded → 504.
+    pub response_header: Duration,
+    /// A pooled idle upstream connection is closed after this long. Default 60s.
+    pub idle: Duration,
+}
+
+impl Config {
+    /// Parses and validates a YAML document. `origin` names the source in
+    /// error messages (usually the file path).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::load(text, origin)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &origin)
+    }
+
+    /// One-line summary, printed by `weir check`.
+    pub fn summary(&self) -> String {
+        let endpoints: usize = self.pools.iter().map(|p| p.endpoints.len()).sum();
+        format!(
+            "{} listener(s), {} route(s), {} pool(s), {} static endpoint(s)",
+            self.listeners.len(),
+            self.routes.len(),
+            self.pools.len(),
+            endpoints
+        )
+    }
+}

@@ -1,0 +1,641 @@
+//! From the raw YAML structs to a validated [`Config`].
+//!
+//! Everything the rest of weir assumes about a config is established here:
+//! defaults are filled in, names are unique, every route's pool exists,
+//! addresses parse, weights and timeouts are in range, host patterns are
+//! normalised. Checking it all up front means a reload either applies a
+//! whole, consistent config or changes nothing, and the request path never
+//! meets a half-valid value.
+//!
+//! The first violation found is returned, with its key path and (located by
+//! re-walking the document) its line, so a failing `weir check` points at the
+//! exact spot to edit.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::duration::ConfigDuration;
+use super::error::{did_you_mean, ConfigError};
+use super::raw::{
+    self, RawAlgorithm, RawConfig, RawEndpoint, RawHostHeader, RawListener, RawLoad, RawPool,
+    RawProtocol, RawRoute,
+};
+use super::{
+    AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, EndpointConfig, HeadersConfig,
+    HostHeader, HostMatch, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig, PoolTimeouts,
+    RouteConfig, ServerConfig, UpstreamProtocol,
+};
+
+/// Admin listener address when `admin.bind` is absent: loopback only,
+/// because the admin API can trigger reloads.
+const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+const DEFAULT_CONNECT: Duration = Duration::from_secs(2);
+const DEFAULT_RESPONSE_HEADER: Duration = Duration::from_secs(60);
+const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// Weights are summed and multiplied in the selectors; a cap keeps that far
+/// from overflow and catches typos like an extra zero run.
+const MAX_WEIGHT: i64 = 1_000_000;
+
+/// Parses and validates a YAML document (see [`Config::from_yaml`]).
+pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = raw::parse(text, origin)?;
+    Validator { text, origin }.config(raw)
+}
+
+/// The document being validated, kept to build located errors.
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    /// A semantic error at `key_path`, with the line and column of that value
+    /// when the document contains it.
+    fn err(&self, key_path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key_path = key_path.into();
+        let location = raw::locate(self.text, &key_path);
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            key_path,
+            line: location.map(|(l, _)| l),
+            column: location.map(|(_, c)| c),
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listeners = self.listeners(raw.listeners)?;
+        let admin = self.admin(raw.admin, &listeners)?;
+
+        let t = raw.timeouts.unwrap_or_default();
+        let global = PoolTimeouts {
+            connect: self.nonzero("timeouts.connect", t.connect, DEFAULT_CONNECT)?,
+            response_header: self.nonzero(
+                "timeouts.response_header",
+                t.response_header,
+                DEFAULT_RESPONSE_HEADER,
+            )?,
+            idle: or(t.upstream_idle, DEFAULT_UPSTREAM_IDLE),
+        };
+        let server = ServerConfig {
+            header_read_timeout: self.nonzero(
+                "timeouts.header_read",
+                t.header_read,
+                DEFAULT_HEADER_READ,
+            )?,
+            idle_timeout: or(t.client_idle, DEFAULT_CLIENT_IDLE),
+            shutdown_grace: or(t.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
+        };
+
+        let access_log = AccessLogConfig {
+            enabled: raw.access_log.and_then(|a| a.enabled).unwrap_or(true),
+        };
+        let via = match raw.headers.and_then(|h| h.via) {
+            Some(via) if !is_token(&via) => {
+                return Err(self.err(
+                    "headers.via",
+                    format!(
+                        "`{via}` is not a valid Via pseudonym; use a single word of letters, \
+                         digits and `-`, e.g. `weir`"
+                    ),
+                ))
+            }
+            via => via,
+        };
+
+        let pools = self.pools(raw.pools, &global)?;
+        let routes = self.routes(raw.routes, &pools)?;
+
+        Ok(Config {
+            listeners,
+            admin,
+            routes,
+            pools,
+            server,
+            access_log,
+            headers: HeadersConfig { via },
+        })
+    }
+
+    fn listeners(&self, raw: Option<Vec<RawListener>>) -> Result<Vec<ListenerConfig>, ConfigError> {
+        let raw = match raw {
+            Some(list) if !list.is_empty() => list,
+            _ => {
+                return Err(self.err(
+                    "listeners",
+                    "at least one listener is required, e.g. \
+                     `listeners: [{name: public, bind: \"0.0.0.0:8080\"}]`",
+                ))
+            }
+        };
+        let mut out: Vec<ListenerConfig> = Vec::with_capacity(raw.len());
+        let mut names = HashMap::new();
+        for (i, l) in raw.into_iter().enumerate() {
+            self.name(&format!("listeners[{i}].name"), &l.name)?;
+            if let Some(first) = names.insert(l.name.clone(), i) {
+                return Err(self.err(
+                    format!("listeners[{i}].name"),
+                    format!(
+                        "duplicate listener name `{}` (also used by listeners[{first}])",
+                        l.name
+                    ),
+                ));
+            }
+            let key = format!("listeners[{i}].bind");
+            let bind = bind_address(&l.bind).map_err(|m| self.err(&key, m))?;
+            if let Some((j, other)) = out
+                .iter()
+                .enumerate()
+                .find(|(_, o)| binds_conflict(o.bind, bind))
+            {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "bind address {bind} is already used by listeners[{j}] (`{}`, {})",
+                        other.name, other.bind
+                    ),
+                ));
+            }
+            out.push(ListenerConfig { name: l.name, bind });
+        }
+        Ok(out)
+    }
+
+    fn admin(
+        &self,
+        raw: Option<raw::RawAdmin>,
+        listeners: &[ListenerConfig],
+    ) -> Result<AdminConfig, ConfigError> {
+        let explicit = raw.and_then(|a| a.bind);
+        let bind = match &explicit {
+            Some(s) => bind_address(s).map_err(|m| self.err("admin.bind", m))?,
+            None => DEFAULT_ADMIN_BIND,
+        };
+        if let Some((i, l)) = listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| binds_conflict(l.bind, bind))
+        {
+            return Err(if explicit.is_some() {
+                self.err(
+                    "admin.bind",
+                    format!(
+                        "admin bind address {bind} is also used by listeners[{i}] (`{}`, {})",
+                        l.name, l.bind
+                    ),
+                )
+            } else {
+                self.err(
+                    format!("listeners[{i}].bind"),
+                    format!(
+                        "bind address {} is also used by the admin listener (default {bind}); \
+                         change one of them (`admin.bind`)",
+                        l.bind
+                    ),
+                )
+            });
+        }
+        Ok(AdminConfig { bind })
+    }
+
+    fn pools(
+        &self,
+        raw: Option<Vec<RawPool>>,
+        global: &PoolTimeouts,
+    ) -> Result<Vec<PoolConfig>, ConfigError> {
+        let raw = match raw {
+            Some(list) if !list.is_empty() => list,
+            _ => {
+                return Err(self.err(
+                    "pools",
+                    "at least one pool is required, e.g. \
+                     `pools: [{name: app, endpoints: [{address: \"127.0.0.1:9001\"}]}]`",
+                ))
+            }
+        };
+        let mut names = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = format!("pools[{i}]");
+            self.name(&format!("{key}.name"), &p.name)?;
+            if let Some(first) = names.insert(p.name.clone(), i) {
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!(
+                        "duplicate pool name `{}` (also used by pools[{first}])",
+                        p.name
+                    ),
+                ));
+            }
+            out.push(self.pool(&key, p, global)?);
+        }
+        Ok(out)
+    }
+
+    fn pool(
+        &self,
+        key: &str,
+        p: RawPool,
+        global: &PoolTimeouts,
+    ) -> Result<PoolConfig, ConfigError> {
+        let algorithm = match p.balance.unwrap_or(RawAlgorithm::RoundRobin) {
+            RawAlgorithm::RoundRobin => Algorithm::RoundRobin,
+            RawAlgorithm::LeastConnections => Algorithm::LeastConnections,
+            RawAlgorithm::PowerOfTwoChoices => Algorithm::PowerOfTwoChoices,
+        };
+        let load = match p.load.unwrap_or(RawLoad::InFlight) {
+            RawLoad::InFlight => LoadMetric::InFlight,
+            RawLoad::PeakEwma if algorithm == Algorithm::RoundRobin => {
+                return Err(self.err(
+                    format!("{key}.load"),
+                    "`load: peak_ewma` needs `balance: least_connections` or \
+                     `balance: power_of_two_choices`; round robin does not look at load",
+                ))
+            }
+            RawLoad::PeakEwma => LoadMetric::PeakEwma,
+        };
+        let ewma = p.peak_ewma;
+        let peak_ewma = PeakEwmaConfig {
+            default_rtt: or(ewma.as_ref().and_then(|e| e.default_rtt), DEFAULT_RTT),
+            decay: self.nonzero(
+                &format!("{key}.peak_ewma.decay"),
+                ewma.as_ref().and_then(|e| e.decay),
+                DEFAULT_DECAY,
+            )?,
+        };
+
+        let t = p.timeouts.unwrap_or_default();
+        let timeouts = PoolTimeouts {
+            connect: self.nonzero(
+                &format!("{key}.timeouts.connect"),
+                t.connect,
+                global.connect,
+            )?,
+            response_header: self.nonzero(
+                &format!("{key}.timeouts.response_header"),
+                t.response_header,
+                global.response_header,
+            )?,
+            idle: or(t.idle, global.idle),
+        };
+
+        let endpoints = match p.endpoints {
+            Some(list) if !list.is_empty() => list,
+            _ => {
+                return Err(self.err(
+                    format!("{key}.endpoints"),
+                    format!("pool `{}` has no endpoints and no discovery source", p.name),
+                ))
+            }
+        };
+        let mut out: Vec<EndpointConfig> = Vec::with_capacity(endpoints.len());
+        for (j, e) in endpoints.into_iter().enumerate() {
+            let ekey = format!("{key}.endpoints[{j}]");
+            let endpoint = self.endpoint(&ekey, e)?;
+            if let Some(first) = out.iter().position(|o| o.address == endpoint.address) {
+                return Err(self.err(
+                    format!("{ekey}.address"),
+                    format!(
+                        "duplicate endpoint {} in pool `{}` (also {key}.endpoints[{first}]); \
+                         use `weight` to send it more traffic",
+                        endpoint.address, p.name
+                    ),
+                ));
+            }
+            out.push(endpoint);
+        }
+
+        Ok(PoolConfig {
+            name: p.name,
+            balance: BalanceConfig {
+                algorithm,
+                load,
+                peak_ewma,
+            },
+            protocol: match p.protocol.unwrap_or(RawProtocol::Http1) {
+                RawProtocol::Http1 => UpstreamProtocol::Http1,
+                RawProtocol::H2c => UpstreamProtocol::H2c,
+            },
+            host_header: match p.host_header.unwrap_or(RawHostHeader::Preserve) {
+                RawHostHeader::Preserve => HostHeader::Preserve,
+                RawHostHeader::Endpoint => HostHeader::Endpoint,
+            },
+            endpoints: out,
+            timeouts,
+            max_idle_per_endpoint: p
+                .max_idle_per_endpoint
+                .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
+        })
+    }
+
+    fn endpoint(&self, key: &str, e: RawEndpoint) -> Result<EndpointConfig, ConfigError> {
+        let address =
+            endpoint_address(&e.address).map_err(|m| self.err(format!("{key}.address"), m))?;
+        let weight = match e.weight.map_or(1, |w| w.0) {
+            w if w < 1 => {
+                return Err(self.err(
+                    format!("{key}.weight"),
+                    format!("weight must be at least 1 (got {w}); remove the endpoint to stop sending it traffic"),
+                ))
+            }
+            w if w > MAX_WEIGHT => {
+                return Err(self.err(
+                    format!("{key}.weight"),
+                    format!("weight must be at most {MAX_WEIGHT} (got {w}); weights are relative, so scale them all down"),
+                ))
+            }
+            // In 1..=MAX_WEIGHT, so it fits.
+            w => u32::try_from(w).unwrap_or(1),
+        };
+        Ok(EndpointConfig { address, weight })
+    }
+
+    fn routes(
+        &self,
+        raw: Option<Vec<RawRoute>>,
+        pools: &[PoolConfig],
+    ) -> Result<Vec<RouteConfig>, ConfigError> {
+        let raw = match raw {
+            Some(list) if !list.is_empty() => list,
+            _ => {
+                return Err(self.err(
+                    "routes",
+                    "at least one route is required, e.g. `routes: [{pool: app}]`",
+                ))
+            }
+        };
+        let mut names = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let name = match r.name {
+                Some(name) => {
+                    self.name(&format!("{key}.name"), &name)?;
+                    name
+                }
+                None => format!("route{i}"),
+            };
+            if let Some(first) = names.insert(name.clone(), i) {
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!("duplicate route name `{name}` (also used by routes[{first}])"),
+                ));
+            }
+
+            let hosts = match (r.host, r.hosts) {
+                (Some(_), Some(_)) => {
+                    return Err(self.err(
+                        format!("{key}.host"),
+                        "use either `host` or `hosts`, not both",
+                    ))
+                }
+                (Some(h), None) => {
+                    vec![host_match(&h).map_err(|m| self.err(format!("{key}.host"), m))?]
+                }
+                (None, Some(list)) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(j, h)| {
+                        host_match(h).map_err(|m| self.err(format!("{key}.hosts[{j}]"), m))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                (None, None) => Vec::new(),
+            };
+
+            let path_prefix = r.path_prefix.unwrap_or_else(|| "/".to_string());
+            if !path_prefix.starts_with('/') {
+                return Err(self.err(
+                    format!("{key}.path_prefix"),
+                    format!(
+                        "path_prefix `{path_prefix}` must start with `/`, e.g. `/{path_prefix}`"
+                    ),
+                ));
+            }
+
+            if !pools.iter().any(|p| p.name == r.pool) {
+                let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                let hint = match did_you_mean(&r.pool, names.iter().copied()) {
+                    Some(best) => format!("; did you mean `{best}`?"),
+                    None => String::new(),
+                };
+                let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                return Err(self.err(
+                    format!("{key}.pool"),
+                    format!(
+                        "route `{name}` uses pool `{}`, which is not defined (pools: {}){hint}",
+                        r.pool,
+                        list.join(", ")
+                    ),
+                ));
+            }
+
+            out.push(RouteConfig {
+                name,
+                hosts,
+                path_prefix,
+                pool: r.pool,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Names appear in metrics labels and logs, so an empty one is a mistake.
+    fn name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.trim().is_empty() {
+            return Err(self.err(key, "name must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// A timeout that would make every request fail if zero.
+    fn nonzero(
+        &self,
+        key: &str,
+        value: Option<ConfigDuration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = or(value, default);
+        if d.is_zero() {
+            return Err(self.err(key, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+}
+
+fn or(value: Option<ConfigDuration>, default: Duration) -> Duration {
+    value.map_or(default, |d| d.0)
+}
+
+/// Two bind addresses that cannot both be bound: same port and the same or
+/// a wildcard address. Port 0 asks the OS for a fresh port, so never clashes.
+fn binds_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Parses a listener or admin `bind:` value.
+fn bind_address(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        if looks_like_hostname(s) {
+            format!(
+                "`{s}` is not a socket address; bind addresses must be ip:port \
+                 (e.g. `127.0.0.1:8080`, `0.0.0.0:8080`, `[::]:8080`), not hostnames"
+            )
+        } else {
+            format!(
+                "`{s}` is not a socket address; expected ip:port, e.g. `0.0.0.0:8080` \
+                 or `[::]:8080`"
+            )
+        }
+    })
+}
+
+/// Parses an endpoint `address:` value.
+fn endpoint_address(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.trim().parse().map_err(|_| {
+        if looks_like_hostname(s) {
+            format!(
+                "`{s}`: endpoint addresses must be ip:port; hostnames are resolved by a \
+                 `dns` discovery source"
+            )
+        } else if s.trim().parse::<IpAddr>().is_ok() {
+            format!("`{s}` has no port; expected ip:port, e.g. `{s}:8080`")
+        } else {
+            format!("`{s}` is not a socket address; expected ip:port, e.g. `10.0.0.1:8080`")
+        }
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("`{s}`: port 0 cannot be connected to"));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "`{s}`: {} is a wildcard address, not an endpoint",
+            addr.ip()
+        ));
+    }
+    Ok(addr)
+}
+
+/// `name:port` or `name` where name has a letter: someone wrote a hostname.
+fn looks_like_hostname(s: &str) -> bool {
+    let s = s.trim();
+    let host = match s.rsplit_once(':') {
+        Some((h, _)) if !h.contains(':') => h,
+        Some(_) => return false,
+        None => s,
+    };
+    !host.is_empty()
+        && !host.starts_with('[')
+        && host.chars().any(|c| c.is_ascii_alphabetic())
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+}
+
+/// Normalises a host pattern: lower case, no trailing dot, `*.` prefix for
+/// suffix matches. Requests are matched after the same normalisation.
+fn host_match(pattern: &str) -> Result<HostMatch, String> {
+    let lower = pattern.trim().to_ascii_lowercase();
+    let host = lower.strip_suffix('.').unwrap_or(&lower);
+    if host.is_empty() {
+        return Err("host must not be empty; omit `hosts` to match any host".to_string());
+    }
+    if host == "*" {
+        return Err("`*` alone is not a host pattern; omit `hosts` to match any host".to_string());
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "host `{pattern}` contains `:`; hosts are matched without the port \
+             (write `api.example.com`, not `api.example.com:8080`)"
+        ));
+    }
+    let (suffix, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    if name.contains('*') {
+        return Err(format!(
+            "host `{pattern}`: `*` is only allowed as a whole first label, as in `*.example.com`"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.' || *c == '_'))
+    {
+        return Err(format!(
+            "host `{pattern}` contains `{bad}`; hosts are DNS names \
+             (use punycode for international names)"
+        ));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(format!("host `{pattern}` has an empty label"));
+    }
+    Ok(if suffix {
+        HostMatch::Suffix(format!(".{name}"))
+    } else {
+        HostMatch::Exact(name.to_string())
+    })
+}
+
+/// An RFC 9110 token, as required for a `Via` pseudonym.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            host_match("API.Example.COM."),
+            Ok(HostMatch::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            host_match("*.Example.com"),
+            Ok(HostMatch::Suffix(".example.com".into()))
+        );
+        for bad in [
+            "",
+            ".",
+            "*",
+            "a.*.com",
+            "*example.com",
+            "a:80",
+            "a b",
+            "a..b",
+            "*.",
+        ] {
+            assert!(host_match(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bind_conflicts() {
+        let p = |s: &str| s.parse::<SocketAddr>().unwrap_or(DEFAULT_ADMIN_BIND);
+        assert!(binds_conflict(p("0.0.0.0:80"), p("127.0.0.1:80")));
+        assert!(binds_conflict(p("127.0.0.1:80"), p("127.0.0.1:80")));
+        assert!(!binds_conflict(p("127.0.0.1:80"), p("127.0.0.2:80")));
+        assert!(!binds_conflict(p("127.0.0.1:0"), p("127.0.0.1:0")));
+    }
+
+    #[test]
+    fn hostname_detection() {
+        assert!(looks_like_hostname("backend.internal:8080"));
+        assert!(looks_like_hostname("localhost"));
+        assert!(!looks_like_hostname("10.0.0.1:80"));
+        assert!(!looks_like_hostname("[::1]:80"));
+        assert!(!looks_like_hostname("::1"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Errors of the request path, and the one place they become status codes.
+//!
+//! Every failure a client can see is a [`ProxyError`]; [`ProxyError::status`]
+//! is the single mapping to an HTTP status (RFC 9110 §15): no route → 404,
+//! no available endpoint → 503, an upstream that could not be reached or
+//! broke the protocol → 502, an upstream that did not answer in time → 504.
+//! Configuration errors live in [`crate::config::ConfigError`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+pub use crate::config::ConfigError;
+
+/// A request that weir could not proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request is malformed in a way hyper lets through (missing Host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No route matches the host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The pool has no endpoint that may take traffic.
+    #[error("no available endpoint in pool `{pool}`")]
+    NoEndpoint {
+        /// The pool's name.
+        pool: Arc<str>,
+    },
+    /// TCP connect failed (refused, unreachable, reset).
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TCP connect did not finish in time.
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The configured connect timeout.
+        timeout: Duration,
+    },
+    /// The upstream connection failed or spoke invalid HTTP before sending
+    /// response headers.
+    #[error("upstream {addr} failed: {source}")]
+    Upstream {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// hyper's description.
+        source: hyper::Error,
+    },
+    /// No response headers within the pool's `response_header` timeout.
+    #[error("upstream {addr} sent no response headers within {timeout:?}")]
+    ResponseTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+}
+
+impl ProxyError {
+    /// The status code the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// A short, stable name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoEndpoint { .. } => "no_endpoint",
+            ProxyError::Connect { .. } => "connect_error",
+            ProxyError::ConnectTimeout { .. } => "connect_timeout",
+            ProxyError::Upstream { .. } => "upstream_error",
+            ProxyError::ResponseTimeout { .. } => "response_timeout",
+        }
+    }
+
+    /// The text sent to the client. It names the failure but not internal
+    /// addresses; the log line carries the detail.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProxyError::BadRequest(why) => format!("bad request: {why}"),
+            ProxyError::NoRoute => "no route for this host and path".to_owned(),
+            ProxyError::NoEndpoint { pool } => format!("no available endpoint in pool `{pool}`"),
+            ProxyError::Connect { .. } => "upstream connect error".to_owned(),
+            ProxyError::Upstream { .. } => "upstream protocol error or reset".to_owned(),
+            ProxyError::ConnectTimeout { .. } => "upstream connect timeout".to_owned(),
+            ProxyError::ResponseTimeout { .. } => "upstream response timeout".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    #[test]
+    fn each_error_maps_to_its_rfc9110_status() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (ProxyError::BadRequest("x"), 400),
+            (ProxyError::NoRoute, 404),
+            (ProxyError::NoEndpoint { pool: "p".into() }, 503),
+            (
+                ProxyError::Connect {
+                    addr: addr(),
+                    source: refused(),
+                },
+                502,
+            ),
+            (
+                ProxyError::ConnectTimeout {
+                    addr: addr(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (
+                ProxyError::ResponseTimeout {
+                    addr: addr(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.status().as_u16(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn client_message_hides_endpoint_addresses() {
+        let err = ProxyError::Connect {
+            addr: addr(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(!err.client_message().contains("127.0.0.1"));
+        assert!(err.to_string().contains("127.0.0.1:9"));
+    }
+}

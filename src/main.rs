@@ -1,0 +1,190 @@
+//! The `weir` command: parse arguments, set up logging and the runtime, and
+//! hand over to the library. Errors become a message and exit code 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// weir: a Layer-7 load-balancing reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve traffic with a config file (the default command).
+    Run(RunArgs),
+    /// Validate a config file and print a one-line summary.
+    Check(CheckArgs),
+    /// Start three local demo backends with weir in front of them.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Config file.
+    #[arg(short, long, value_name = "PATH", env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Config file.
+    #[arg(short, long, value_name = "PATH")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Address for the demo listener; if it is taken, an ephemeral port is used.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address for the admin listener; if it is taken, an ephemeral port is used.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. `info`, `weir=debug`); overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, global = true, env = "WEIR_THREADS")]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    if let Command::Check(args) = &command {
+        let config = weir::Config::load(&args.config)?;
+        println!("{}: ok: {}", args.config.display(), config.summary());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.global.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build().context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        match command {
+            Command::Run(args) => {
+                let path = args
+                    .config
+                    .context("no config file: use `weir run --config PATH` (or `weir demo`)")?;
+                let config = weir::Config::load(&path)?;
+                let weir = weir::Weir::start(config).await?;
+                serve_until_signal(weir).await
+            }
+            Command::Demo(args) => demo(args).await,
+            Command::Check(_) => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut backends = Vec::new();
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        backends.push(weir::demo::spawn_backend(name).await?);
+    }
+    let mut listen = args.listen;
+    let mut admin = args.admin;
+    let weir = loop {
+        match weir::Weir::start(weir::demo::config(listen, admin, &backends)?).await {
+            Ok(w) => break w,
+            Err(weir::StartError::Bind { addr, source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 =>
+            {
+                tracing::warn!(%addr, "address in use; using an ephemeral port");
+                if addr == listen {
+                    listen.set_port(0);
+                } else {
+                    admin.set_port(0);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let url = weir
+        .listener_addr("demo")
+        .map(|a| format!("http://{a}/"))
+        .unwrap_or_default();
+    println!("weir demo: 3 backends behind {url}");
+    println!("  try:     curl -s {url}hello   (repeat it: the backends take turns)");
+    println!("  metrics: curl -s http://{}/metrics", weir.admin_addr());
+    println!("  status:  curl -s http://{}/status", weir.admin_addr());
+    println!("  stop:    Ctrl-C");
+    serve_until_signal(weir).await
+}
+
+async fn serve_until_signal(weir: weir::Weir) -> anyhow::Result<ExitCode> {
+    wait_for_shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let report = weir.shutdown().await;
+    tracing::info!(drained = report.drained, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
+}
+
+fn init_tracing(args: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

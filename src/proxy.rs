@@ -1,0 +1,372 @@
+//! One request, from the client to an endpoint and back.
+//!
+//! [`handle`] is the hyper service of every traffic connection:
+//!
+//! 1. load the current [`Snapshot`](crate::snapshot::Snapshot), route by host
+//!    and path, clone the `Arc<Pool>` and drop the guard (never held across
+//!    `.await`);
+//! 2. pick and lease a backend;
+//! 3. rewrite the request (hop-by-hop headers, `X-Forwarded-*`,
+//!    `X-Request-Id`, `Via`, URI form for the upstream protocol);
+//! 4. send it on a pooled connection, bounded by the connect and
+//!    response-header timeouts;
+//! 5. stream the response back in a [`ResponseBody`] that releases the lease
+//!    and the connection, and writes the access-log line, when it ends.
+//!
+//! Any failure becomes a [`ProxyError`], and
+//! [`ProxyError::status`](crate::error::ProxyError::status) is the only
+//! mapping to a status code.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{Completion, RequestBody, ResponseBody};
+use crate::config::{HostHeader, UpstreamProtocol};
+use crate::error::ProxyError;
+use crate::routing::normalize_host;
+use crate::snapshot::Shared;
+use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
+use crate::upstream::Lease;
+
+/// Per-connection context of a traffic listener.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// Idle tracking for the connection watchdog.
+    pub activity: Arc<Activity>,
+}
+
+/// Requests in flight on one client connection and when it last went idle,
+/// read by the connection's idle watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicU32,
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    /// A connection that just opened counts as idle from now.
+    pub fn new() -> Self {
+        Activity {
+            active: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// `Some(since)` if no request is in flight.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Acquire);
+        Some(self.epoch + std::time::Duration::from_millis(ms))
+    }
+
+    fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(Arc::clone(self))
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+#[derive(Debug)]
+struct ActiveGuard(Arc<Activity>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = Instant::now().duration_since(a.epoch).as_millis() as u64;
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the access log and metrics need once a response is over.
+struct Record {
+    _active: ActiveGuard,
+    log: bool,
+    start: Instant,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    route: Option<Arc<str>>,
+    pool: Option<Arc<str>>,
+    endpoint: Option<SocketAddr>,
+    request_id: HeaderValue,
+}
+
+impl Completion for Record {
+    fn finish(self: Box<Self>, complete: bool, bytes: u64) {
+        if !self.log {
+            return;
+        }
+        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "weir::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            route = self.route.as_deref().unwrap_or("-"),
+            pool = self.pool.as_deref().unwrap_or("-"),
+            endpoint = %self.endpoint.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            duration_ms = format_args!("{duration_ms:.3}"),
+            bytes,
+            complete,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+        );
+    }
+}
+
+/// The hyper service for one request on a traffic connection.
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let request_id = hdr::incoming_request_id(req.headers()).unwrap_or_else(hdr::new_request_id);
+    let downstream_version = req.version();
+    let mut record = Record {
+        _active: ctx.activity.enter(),
+        log: false,
+        start,
+        method: req.method().clone(),
+        path: String::new(),
+        status: StatusCode::OK,
+        route: None,
+        pool: None,
+        endpoint: None,
+        request_id: request_id.clone(),
+    };
+    let result = forward(&ctx, req, &mut record, &request_id).await;
+    let mut response = match result {
+        Ok(res) => res,
+        Err(err) => {
+            let status = err.status();
+            if status.is_server_error() {
+                tracing::warn!(
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    pool = record.pool.as_deref().unwrap_or("-"),
+                    error = %err,
+                    "request failed"
+                );
+            }
+            error_response(&err, &request_id)
+        }
+    };
+    if downstream_version != Version::HTTP_2 {
+        *response.version_mut() = Version::HTTP_11;
+    }
+    record.status = response.status();
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        body.on_complete(Box::new(record)),
+    ))
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    record: &mut Record,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let raw_host = request_host(&req)?;
+    let host = normalize_host(&raw_host).unwrap_or_default();
+
+    // Route with the snapshot guard held only inside this block.
+    let (pool, via) = {
+        let snap = ctx.shared.snapshot();
+        record.log = snap.access_log;
+        if record.log {
+            record.path = req.uri().path().to_owned();
+        }
+        let route = snap
+            .routes
+            .resolve(&host, req.uri().path())
+            .ok_or(ProxyError::NoRoute)?;
+        record.route = Some(Arc::clone(&route.name));
+        (Arc::clone(&route.target), snap.via.clone())
+    };
+    record.pool = Some(Arc::clone(pool.name()));
+
+    let mut lease = pool.pick(std::time::Instant::now())?;
+    let backend = Arc::clone(lease.backend());
+    record.endpoint = Some(backend.addr());
+    let settings = pool.settings();
+
+    let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(req.headers());
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    hdr::strip_hop_by_hop(headers, upgrade);
+    // hyper already answered `100 Continue` when the body was first read;
+    // the endpoint must not wait for a second round trip.
+    headers.remove(header::EXPECT);
+    hdr::add_forwarded(
+        headers,
+        ctx.peer.ip(),
+        ctx.scheme,
+        Some(&raw_host)
+            .filter(|h| !h.is_empty())
+            .map(|h| h.as_str()),
+    );
+    if let Some(pseudonym) = &via {
+        hdr::add_via(headers, parts.version, pseudonym);
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let endpoint_authority = backend.addr().to_string();
+    let authority = match settings.host_header {
+        HostHeader::Preserve if !raw_host.is_empty() => raw_host.as_str(),
+        _ => endpoint_authority.as_str(),
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    match settings.protocol {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::try_from(path_and_query)
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            // A request that arrived over HTTP/2 carries its host in
+            // `:authority`; HTTP/1.1 needs it in `Host`.
+            if settings.host_header == HostHeader::Endpoint || !headers.contains_key(header::HOST) {
+                let v = HeaderValue::from_str(authority)
+                    .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+                headers.insert(header::HOST, v);
+            }
+        }
+        UpstreamProtocol::H2c => {
+            parts.version = Version::HTTP_2;
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1).
+            headers.remove(header::HOST);
+        }
+    }
+
+    let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body));
+    let sent_at = Instant::now();
+    let (mut res, conn) = backend
+        .conns()
+        .send(upstream_req, &settings.connect)
+        .await?;
+    lease.set_rtt(sent_at.elapsed());
+
+    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, on_upgrade) {
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
+        hdr::strip_hop_by_hop(res.headers_mut(), true);
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        let (parts, _) = res.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::full(bytes::Bytes::new()),
+        ));
+    }
+
+    hdr::strip_hop_by_hop(res.headers_mut(), false);
+    res.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let (parts, body) = res.into_parts();
+    let conn = conn.map(|c| (c, settings.connect));
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, Some(lease), conn),
+    ))
+}
+
+/// Copies bytes both ways between an upgraded client connection and an
+/// upgraded upstream connection until either side closes. The lease is held
+/// for the tunnel's lifetime, so a WebSocket counts as in flight.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, endpoint = %lease.backend().addr(), "tunnel closed with error");
+    }
+    drop(lease);
+}
+
+/// The host a request is for: the URI authority (HTTP/2 `:authority`, or an
+/// HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says wins over
+/// `Host`), else the single `Host` header. HTTP/1.1 without `Host`, or with
+/// several, is a 400 (RFC 9112 §3.2).
+fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.as_str().to_owned());
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("several Host headers")),
+        (Some(v), None) => v
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| ProxyError::BadRequest("invalid Host header")),
+        (None, _) if req.version() == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("missing Host header"))
+        }
+        (None, _) => Ok(String::new()),
+    }
+}
+
+/// A short plain-text error response carrying the request id.
+pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let status = err.status();
+    let text = format!(
+        "{} {}: {}\nrequest-id: {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        err.client_message(),
+        request_id.to_str().unwrap_or("-"),
+    );
+    let mut res = Response::new(ResponseBody::full(text));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if matches!(err, ProxyError::BadRequest(_)) {
+        // The connection's state is suspect after a malformed request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}

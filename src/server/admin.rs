@@ -1,0 +1,182 @@
+//! The admin listener: metrics, liveness, readiness and status.
+//!
+//! It is a separate listener (default `127.0.0.1:9901`) so that operators
+//! can firewall it apart from traffic, and so that a flood on a traffic port
+//! cannot hide weir's own metrics.
+//!
+//! | path | method | answer |
+//! |---|---|---|
+//! | `/metrics` | GET | Prometheus text format 0.0.4 |
+//! | `/healthz` | GET | 200 while the process runs |
+//! | `/readyz` | GET | 200 when the config is loaded and listeners are bound; 503 before that and while draining |
+//! | `/status` | GET | JSON view of listeners, routes, pools and endpoints |
+//!
+//! Unknown paths get 404; a known path with another method gets 405 with
+//! `Allow`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
+
+use super::Listener;
+use crate::balance::Endpoint;
+use crate::body::ResponseBody;
+use crate::snapshot::Shared;
+
+/// What the admin listener serves.
+#[derive(Debug)]
+pub struct AdminCtx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Traffic listeners and their bound addresses, for `/status`.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+/// Serves the admin API until `stop` is cancelled.
+pub async fn serve(listener: Listener, ctx: Arc<AdminCtx>, stop: CancellationToken) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.socket.accept() => r,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        let builder = Arc::clone(&builder);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let ctx = Arc::clone(&ctx);
+                async move { Ok::<_, Infallible>(route(&ctx, req)) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn route(ctx: &AdminCtx, req: Request<Incoming>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    let known = ["/metrics", "/healthz", "/readyz", "/status"];
+    if !known.contains(&path) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    match path {
+        "/metrics" => {
+            let mut res = Response::new(ResponseBody::full(ctx.shared.metrics.encode()));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if ctx.shared.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => {
+            let mut res = Response::new(ResponseBody::full(status_json(ctx)));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn status_json(ctx: &AdminCtx) -> Vec<u8> {
+    let snap = ctx.shared.snapshot_full();
+    let loaded_at = snap
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let pools: Vec<serde_json::Value> = snap
+        .pools
+        .iter()
+        .map(|pool| {
+            let set = pool.backends();
+            let endpoints: Vec<serde_json::Value> = set
+                .backends()
+                .iter()
+                .map(|b| {
+                    serde_json::json!({
+                        "address": b.addr().to_string(),
+                        "weight": b.weight(),
+                        "in_flight": b.in_flight(),
+                        "idle_connections": b.idle_connections(),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "name": &**pool.name(), "endpoints": endpoints })
+        })
+        .collect();
+    let routes: Vec<serde_json::Value> = snap
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            let hosts: Vec<String> = r
+                .hosts
+                .iter()
+                .map(|h| match h {
+                    crate::config::HostMatch::Exact(h) => h.clone(),
+                    crate::config::HostMatch::Suffix(s) => format!("*{s}"),
+                })
+                .collect();
+            serde_json::json!({
+                "name": r.name, "hosts": hosts, "path_prefix": r.path_prefix, "pool": r.pool,
+            })
+        })
+        .collect();
+    let listeners: Vec<serde_json::Value> = ctx
+        .listeners
+        .iter()
+        .map(|(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }))
+        .collect();
+    let doc = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_version": snap.version,
+        "config_loaded_at": loaded_at,
+        "ready": ctx.shared.is_ready(),
+        "listeners": listeners,
+        "routes": routes,
+        "pools": pools,
+    });
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
+/// Binds the admin listener.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
+    Listener::bind("admin", addr)
+}

@@ -1,0 +1,132 @@
+//! The state the request path reads: one immutable [`Snapshot`] behind one
+//! `ArcSwap`, inside [`Shared`].
+//!
+//! The control plane (startup, reload) builds a complete new snapshot and
+//! stores it in one step, so a request sees the old config or the new one,
+//! never a mix. A request holds the `Arc<Pool>` it routed to, so it finishes
+//! on the pool it started with even if a reload removes that pool.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::routing::RoutingTable;
+use crate::upstream::{Backend, Pool};
+
+/// Everything a request needs from the configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every successful (re)load.
+    pub version: u64,
+    /// When this snapshot was built.
+    pub loaded_at: SystemTime,
+    /// The validated config it was built from.
+    pub config: Arc<Config>,
+    /// Host/path → pool.
+    pub routes: RoutingTable<Arc<Pool>>,
+    /// Pools by name, in config order.
+    pub pools: Vec<Arc<Pool>>,
+    /// Whether to write an access-log line per request.
+    pub access_log: bool,
+    /// Pseudonym for the `Via` header, if configured.
+    pub via: Option<Arc<str>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Pools of `previous` whose config is unchanged are
+    /// reused as they are; in changed pools, backends whose address and
+    /// weight are unchanged are reused, with their load and connections.
+    pub fn build(config: Arc<Config>, version: u64, previous: Option<&Snapshot>) -> Snapshot {
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for pc in &config.pools {
+            let old = previous.and_then(|p| {
+                let i = p.config.pools.iter().position(|o| o.name == pc.name)?;
+                Some((p.config.pools.get(i)?, p.pools.get(i)?))
+            });
+            let pool = match old {
+                Some((old_cfg, old_pool)) if old_cfg == pc => Arc::clone(old_pool),
+                Some((_, old_pool)) => {
+                    let reuse: HashMap<SocketAddr, Arc<Backend>> = old_pool
+                        .backends()
+                        .backends()
+                        .iter()
+                        .map(|b| (b.addr(), Arc::clone(b)))
+                        .collect();
+                    Arc::new(Pool::new(pc, &reuse))
+                }
+                None => Arc::new(Pool::new(pc, &HashMap::new())),
+            };
+            pools.push(pool);
+        }
+        let routes = RoutingTable::new(&config.routes, |name| {
+            pools.iter().find(|p| &**p.name() == name).cloned()
+        });
+        Snapshot {
+            version,
+            loaded_at: SystemTime::now(),
+            access_log: config.access_log.enabled,
+            via: config.headers.via.as_deref().map(Arc::from),
+            routes,
+            pools,
+            config,
+        }
+    }
+}
+
+/// State shared by every connection: the current snapshot and the metrics.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// Metric families and the registry served on `/metrics`.
+    pub metrics: Metrics,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Wraps the first snapshot.
+    pub fn new(snapshot: Snapshot, metrics: Metrics) -> Self {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot (a cheap guard; do not hold across `.await`).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn snapshot_full(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot (control plane).
+    pub fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Listeners are bound and the config is loaded.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Shutdown has begun.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Ready and not draining: what `/readyz` reports.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,290 @@
+//! Connections to one endpoint: connect, keep alive, reuse.
+//!
+//! weir drives hyper's low-level `client::conn` API instead of the legacy
+//! pooled `Client` because the proxy needs to choose the endpoint itself
+//! (the selector already did) while sending the client's `Host`/`:authority`
+//! unchanged, and to know whether a failed request was ever written (so it
+//! can be retried on a fresh connection without risk).
+//!
+//! HTTP/1.1: a LIFO stack of idle connections per endpoint. A connection is
+//! checked out for one request and returned when the response body has been
+//! read to the end; a body dropped early closes the connection, because its
+//! framing is no longer known. LIFO keeps the hottest connections warm and
+//! lets the cold ones age out at the idle timeout.
+//!
+//! HTTP/2 (h2c prior knowledge): one multiplexed connection per endpoint,
+//! reopened when it closes.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::RequestBody;
+use crate::config::UpstreamProtocol;
+use crate::error::ProxyError;
+
+/// Connect and keep-alive settings of a pool.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time from request sent to response headers.
+    pub response_header_timeout: Duration,
+    /// Idle pooled connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// At most this many idle HTTP/1 connections are kept per endpoint.
+    pub max_idle: usize,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// The connections of one endpoint.
+#[derive(Debug)]
+pub(crate) struct ConnPool {
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    // Serialises h2 connection setup so a burst after a disconnect opens
+    // one connection, not one per request.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+/// An HTTP/1 connection lent to one request; give it back with
+/// [`PooledConn::release`] once the response body has ended.
+#[derive(Debug)]
+pub struct PooledConn {
+    sender: http1::SendRequest<RequestBody>,
+}
+
+impl ConnPool {
+    pub(crate) fn new(addr: SocketAddr, protocol: UpstreamProtocol) -> Self {
+        ConnPool {
+            addr,
+            protocol,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self.idle.lock().map(|v| v.len()).unwrap_or(0),
+            UpstreamProtocol::H2c => self
+                .h2
+                .lock()
+                .map(|h| usize::from(h.as_ref().is_some_and(|s| !s.is_closed())))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Sends `req` to this endpoint and waits for the response headers
+    /// (bounded by the response-header timeout). For HTTP/1 the connection
+    /// comes back with the response, to be released when its body ends.
+    pub(crate) async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+        settings: &ConnectSettings,
+    ) -> Result<(Response<Incoming>, Option<PooledConn>), ProxyError> {
+        match self.protocol {
+            UpstreamProtocol::H2c => {
+                let mut sender = self.h2_sender(settings).await?;
+                let fut = sender.send_request(req);
+                let res = self.await_headers(fut, settings).await?;
+                Ok((res, None))
+            }
+            UpstreamProtocol::Http1 => {
+                // A pooled connection may have been closed by the endpoint
+                // just as we picked it. If hyper hands the request back
+                // unsent, try the next idle one, and finally a fresh one.
+                loop {
+                    let (mut sender, reused) = match self.pop_idle(settings) {
+                        Some(s) => (s, true),
+                        None => (self.connect_h1(settings).await?, false),
+                    };
+                    if reused && sender.ready().await.is_err() {
+                        continue;
+                    }
+                    let fut = sender.try_send_request(req);
+                    let res = tokio::time::timeout(settings.response_header_timeout, fut).await;
+                    match res {
+                        Err(_) => {
+                            return Err(ProxyError::ResponseTimeout {
+                                addr: self.addr,
+                                timeout: settings.response_header_timeout,
+                            })
+                        }
+                        Ok(Ok(res)) => return Ok((res, Some(PooledConn { sender }))),
+                        Ok(Err(mut e)) => match e.take_message() {
+                            Some(unsent) if reused => req = unsent,
+                            _ => {
+                                return Err(ProxyError::Upstream {
+                                    addr: self.addr,
+                                    source: e.into_error(),
+                                })
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    async fn await_headers<F>(
+        &self,
+        fut: F,
+        settings: &ConnectSettings,
+    ) -> Result<Response<Incoming>, ProxyError>
+    where
+        F: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+    {
+        match tokio::time::timeout(settings.response_header_timeout, fut).await {
+            Err(_) => Err(ProxyError::ResponseTimeout {
+                addr: self.addr,
+                timeout: settings.response_header_timeout,
+            }),
+            Ok(Err(source)) => Err(ProxyError::Upstream {
+                addr: self.addr,
+                source,
+            }),
+            Ok(Ok(res)) => Ok(res),
+        }
+    }
+
+    /// Returns a connection whose response was read to the end.
+    pub(crate) fn release(&self, conn: PooledConn, settings: &ConnectSettings) {
+        if conn.sender.is_closed() || settings.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        prune(&mut idle, now, settings.idle_timeout);
+        if idle.len() >= settings.max_idle {
+            // Keep the newest; the oldest is the one most likely to be
+            // closed by the endpoint's own keep-alive timeout.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender: conn.sender,
+            since: now,
+        });
+    }
+
+    pub(crate) fn sweep(&self, settings: &ConnectSettings) {
+        if let Ok(mut idle) = self.idle.lock() {
+            prune(&mut idle, Instant::now(), settings.idle_timeout);
+        }
+    }
+
+    fn pop_idle(&self, settings: &ConnectSettings) -> Option<http1::SendRequest<RequestBody>> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if now.duration_since(entry.since) < settings.idle_timeout && !entry.sender.is_closed()
+            {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect_tcp(&self, settings: &ConnectSettings) -> Result<TcpStream, ProxyError> {
+        let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout {
+                addr: self.addr,
+                timeout: settings.connect_timeout,
+            })?
+            .map_err(|source| ProxyError::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        // Latency over Nagle: requests and responses are small and
+        // written whole.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_h1(
+        &self,
+        settings: &ConnectSettings,
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let stream = self.connect_tcp(settings).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ProxyError::Upstream {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            // with_upgrades: a 101 response hands the socket to the tunnel.
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn h2_sender(
+        &self,
+        settings: &ConnectSettings,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        if let Some(s) = self.live_h2() {
+            return Ok(s);
+        }
+        let _guard = self.h2_connect.lock().await;
+        if let Some(s) = self.live_h2() {
+            return Ok(s);
+        }
+        let stream = self.connect_tcp(settings).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ProxyError::Upstream {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        if let Ok(mut slot) = self.h2.lock() {
+            *slot = Some(sender.clone());
+        }
+        Ok(sender)
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let slot = self.h2.lock().ok()?;
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+}
+
+fn prune(idle: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) {
+    idle.retain(|e| now.duration_since(e.since) < idle_timeout && !e.sender.is_closed());
+}

@@ -1,0 +1,240 @@
+//! Header rewriting between client and endpoint (RFC 9110 §7.6).
+//!
+//! Hop-by-hop headers describe one connection, not the message, so a proxy
+//! must not forward them: the fixed list below, plus every header the
+//! `Connection` header names (RFC 9110 §7.6.1). `TE: trailers` is the one
+//! exception kept, because gRPC over HTTP/2 requires it (RFC 9113 §8.2.2).
+//! The list is a `static` so stripping costs no allocation (rpxy
+//! `header_ops/hop.rs` does the same).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto
+/// `Proxy-Connection` and `Keep-Alive`).
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Whether the request asks for a protocol upgrade (WebSocket and friends):
+/// `Connection` lists `upgrade` and an `Upgrade` header is present.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers. With `upgrade` set, `Upgrade` and
+/// `Connection: upgrade` are put back so the endpoint sees the handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // `Connection: upgrade` names `Upgrade` itself, so save it first.
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    // Headers named in Connection first, while we can still read it.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(&name);
+        }
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(v) = upgrade_value {
+        headers.insert(header::UPGRADE, v);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+///
+/// An existing `X-Forwarded-For` is kept and appended to (nginx's
+/// `$proxy_add_x_forwarded_for`): whether to trust it is the endpoint's
+/// decision, and it can tell weir's own hop apart because weir's entry is
+/// always last.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&str>,
+) {
+    let ip = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    // Several XFF lines are one list (RFC 9110 §5.3); we folded the first,
+    // so drop the others rather than forward a partial chain.
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST.clone(), v);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Appends `Via: <protocol> <pseudonym>` (RFC 9110 §7.6.3).
+pub fn add_via(headers: &mut HeaderMap, version: http::Version, pseudonym: &str) {
+    let proto = match version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{proto} {pseudonym}")) {
+        headers.append(header::VIA, v);
+    }
+}
+
+/// A request id the client sent, if it is sane enough to log and forward:
+/// 1 to 128 visible ASCII characters.
+pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(&X_REQUEST_ID)?;
+    let b = v.as_bytes();
+    let ok = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic());
+    ok.then(|| v.clone())
+}
+
+/// A fresh request id: 128 random bits as 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    // Only hex digits were written, so this cannot fail; fall back to a
+    // fixed value rather than panic.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_list_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("connection", "X-Other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("trailer", "x-t"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "3");
+    }
+
+    #[test]
+    fn keeps_te_trailers_for_grpc() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrade_keeps_handshake_headers() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_set() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarded(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+            Some("a.example"),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "::1".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn request_ids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(incoming_request_id(&map(&[("x-request-id", "abc-123")])).is_some());
+        assert!(incoming_request_id(&map(&[("x-request-id", "has space")])).is_none());
+        assert!(incoming_request_id(&HeaderMap::new()).is_none());
+    }
+}

@@ -1,0 +1,186 @@
+//! Shared test fixtures: real backends on `127.0.0.1:0`, weir started from
+//! a YAML string, and HTTP clients.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// What a test backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+/// A real HTTP server (HTTP/1.1 and h2c) on an ephemeral loopback port that
+/// records every request it receives.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub name: &'static str,
+}
+
+impl TestBackend {
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// A backend that answers every request with `x-backend: <name>` and
+/// echoes the request body back.
+pub async fn echo_backend(name: &'static str) -> TestBackend {
+    backend_with(
+        name,
+        |_req, body| async move { Response::new(Full::new(body)) },
+    )
+    .await
+}
+
+/// A backend whose response is computed by `f(request head, body)`.
+pub async fn backend_with<F, Fut>(name: &'static str, f: F) -> TestBackend
+where
+    F: Fn(Seen, Bytes) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let seen2 = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = Arc::clone(&seen2);
+            let f = f.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    let f = f.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let s = Seen {
+                            method: parts.method,
+                            uri: parts.uri,
+                            version: parts.version,
+                            headers: parts.headers,
+                            body_len: body.len(),
+                        };
+                        seen.lock().unwrap().push(s.clone());
+                        let mut res = f(s, body).await;
+                        res.headers_mut()
+                            .insert("x-backend", http::HeaderValue::from_static(name));
+                        Ok::<_, Infallible>(res)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    TestBackend { addr, seen, name }
+}
+
+/// An address nothing listens on: bind an ephemeral port, then close it.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// Starts weir in-process from YAML. The YAML should bind `127.0.0.1:0`.
+pub async fn start(yaml: &str) -> weir::Weir {
+    let config = weir::Config::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    weir::Weir::start(config).await.unwrap()
+}
+
+/// A minimal config: one listener `main` and one pool `p` over `endpoints`
+/// (`extra_pool` is appended to the pool's keys, indented by 4 spaces).
+pub fn simple_config(endpoints: &[SocketAddr], extra_pool: &str) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|a| format!("      - address: \"{a}\"\n"))
+        .collect();
+    format!(
+        "listeners:\n  - name: main\n    bind: \"127.0.0.1:0\"\n\
+         admin:\n  bind: \"127.0.0.1:0\"\n\
+         access_log:\n  enabled: false\n\
+         routes:\n  - pool: p\n\
+         pools:\n  - name: p\n{extra_pool}    endpoints:\n{eps}"
+    )
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// HTTP/1.1 client with keep-alive.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// HTTP/2 prior-knowledge (h2c) client.
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// `GET http://{addr}{path}` with the given Host.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Sends a request and collects the response body.
+pub async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes) {
+    let res = client.request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts, body)
+}
+
+/// Polls `check` every 20 ms until it returns true or `deadline` passes.
+pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
