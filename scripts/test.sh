@@ -2,8 +2,8 @@
 # Runs weir's whole test suite on a fresh Debian machine.
 #
 # Installs what the tests need from Debian when it is missing (a C
-# toolchain for crates that build C; later also the registries the
-# discovery tests start on loopback), then runs every test with the debug
+# toolchain for crates that build C; Prometheus and promtool, which the
+# metrics tests run against weir), then runs every test with the debug
 # profile. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     export DEBIAN_FRONTEND=noninteractive

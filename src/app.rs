@@ -84,8 +84,10 @@ impl Weir {
         })?;
         let admin_addr = admin_listener.local_addr();
 
-        let snapshot = Snapshot::build(Arc::clone(&config), 1, None);
+        let snapshot = Snapshot::build(Arc::clone(&config), 1, None, &metrics);
         let shared = Arc::new(Shared::new(snapshot, metrics));
+        shared.metrics.register_state(Arc::downgrade(&shared))?;
+        shared.metrics.config_loaded(true);
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
         let background = CancellationToken::new();

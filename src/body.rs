@@ -24,8 +24,8 @@ use crate::upstream::{Lease, PooledConn};
 /// A request body on its way upstream.
 #[derive(Debug)]
 pub enum RequestBody {
-    /// The client's body, streamed.
-    Incoming(Incoming),
+    /// The client's body, streamed; data bytes are added to the counter.
+    Incoming(Incoming, prometheus::IntCounter),
     /// A body held in memory (`None` once sent, or empty).
     Full(Option<Bytes>),
 }
@@ -46,21 +46,29 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Incoming(b, counter) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(d) = frame.data_ref() {
+                        counter.inc_by(d.len() as u64);
+                    }
+                }
+                polled
+            }
             RequestBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Incoming(b, _) => b.is_end_stream(),
             RequestBody::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Incoming(b, _) => b.size_hint(),
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -1,18 +1,262 @@
 //! Prometheus metrics: families registered once, handles resolved once.
 //!
 //! [`Metrics`] owns the registry served on the admin listener's `/metrics`.
-//! Per-listener handles are resolved when a listener starts
-//! ([`ListenerMetrics`]), so the request path only touches atomics and never
-//! hashes label strings.
+//! The request path never hashes label strings: every handle it touches is
+//! resolved when its owner is built — [`RouteMetrics`] per route,
+//! [`PoolMetrics`] per pool, [`EndpointMetrics`] per backend — and kept in
+//! that owner (linkerd's `*MetricFamilies` / `*Metrics` split). Handles
+//! whose labels include a method or status class are resolved on first use
+//! into a `OnceLock` slot, so a route that only ever sees `GET 2xx` exports
+//! one series, not forty; after that first use each is one atomic add.
+//!
+//! Series are reference counted by label set: when the last owner of a
+//! route, pool or endpoint is dropped (a reload removed it, discovery
+//! dropped the endpoint), its series are removed from the registry, so
+//! `/metrics` does not grow without bound across config changes.
+//!
+//! Gauges that mirror state the proxy already keeps (in-flight requests,
+//! weights, endpoint counts) are not updated on the hot path at all: a
+//! collector reads them from the current snapshot at scrape time.
+//!
+//! Names follow `weir_<noun>_<unit>`, `_total` for counters and `_seconds`
+//! for durations. The README lists every family.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// Metric families and their registry.
+use http::{Method, StatusCode};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+use crate::balance::Endpoint;
+use crate::snapshot::Shared;
+
+/// Latency buckets from 100 µs to 30 s: sub-millisecond for loopback and
+/// cache hits, up to the slowest sane upstream.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Method classes: the common methods by name, the rest as `OTHER`, so
+/// a client cannot create series with made-up methods.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+/// Status classes; upstream attempts that got no response count as `error`.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// Index into [`METHODS`].
+pub fn method_class(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+/// Index into the status classes (`1xx` → 0 … `5xx` → 4).
+pub fn status_class(s: StatusCode) -> usize {
+    (usize::from(s.as_u16() / 100)).clamp(1, 5) - 1
+}
+
+/// Status-class index for an upstream attempt without a response.
+pub const CLASS_ERROR: usize = 5;
+
+/// Metric families and their registry. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
+    inner: Arc<Families>,
+}
+
+#[derive(Debug)]
+struct Families {
     registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    received_bytes: IntCounterVec,
+    sent_bytes: IntCounterVec,
     connections_total: IntCounterVec,
     connections_open: IntGaugeVec,
+    upstream_requests: IntCounterVec,
+    upstream_connect_errors: IntCounterVec,
+    upstream_timeouts: IntCounterVec,
+    upstream_response: HistogramVec,
+    picks: IntCounterVec,
+    no_endpoint: IntCounterVec,
+    reloads: IntCounterVec,
+    last_reload_success: IntGauge,
+    last_reload_timestamp: Gauge,
+    refs: Mutex<HashMap<SeriesKey, usize>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum SeriesKey {
+    Route(String, String),
+    Pool(String),
+    Endpoint(String, String),
+}
+
+/// Removes a label set's series when its last owner is dropped.
+#[derive(Debug)]
+struct SeriesGuard {
+    key: SeriesKey,
+    families: Arc<Families>,
+}
+
+impl Drop for SeriesGuard {
+    fn drop(&mut self) {
+        let last = match self.families.refs.lock() {
+            Ok(mut refs) => match refs.get_mut(&self.key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    refs.remove(&self.key);
+                    true
+                }
+            },
+            Err(_) => false,
+        };
+        if last {
+            self.families.remove_series(&self.key);
+        }
+    }
+}
+
+impl Families {
+    fn guard(self: &Arc<Self>, key: SeriesKey) -> SeriesGuard {
+        if let Ok(mut refs) = self.refs.lock() {
+            *refs.entry(key.clone()).or_insert(0) += 1;
+        }
+        SeriesGuard {
+            key,
+            families: Arc::clone(self),
+        }
+    }
+
+    // Removal of a series that was never created is an error we ignore.
+    fn remove_series(&self, key: &SeriesKey) {
+        match key {
+            SeriesKey::Route(route, pool) => {
+                for m in METHODS {
+                    for c in &CLASSES[..5] {
+                        let _ = self.requests.remove_label_values(&[route, pool, m, c]);
+                    }
+                }
+            }
+            SeriesKey::Pool(pool) => {
+                let _ = self.request_duration.remove_label_values(&[pool]);
+                let _ = self.received_bytes.remove_label_values(&[pool]);
+                let _ = self.sent_bytes.remove_label_values(&[pool]);
+                let _ = self.no_endpoint.remove_label_values(&[pool]);
+            }
+            SeriesKey::Endpoint(pool, ep) => {
+                for c in CLASSES {
+                    let _ = self.upstream_requests.remove_label_values(&[pool, ep, c]);
+                }
+                for phase in ["connect", "response"] {
+                    let _ = self
+                        .upstream_timeouts
+                        .remove_label_values(&[pool, ep, phase]);
+                }
+                let _ = self
+                    .upstream_connect_errors
+                    .remove_label_values(&[pool, ep]);
+                let _ = self.upstream_response.remove_label_values(&[pool, ep]);
+                let _ = self.picks.remove_label_values(&[pool, ep]);
+            }
+        }
+    }
+}
+
+/// Handles for one route.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    families: Arc<Families>,
+    route: String,
+    pool: String,
+    requests: [[OnceLock<IntCounter>; 5]; 8],
+    _guard: SeriesGuard,
+}
+
+impl RouteMetrics {
+    /// Counts one finished request.
+    pub fn request(&self, method: usize, status: StatusCode) {
+        let class = status_class(status);
+        let Some(slot) = self.requests.get(method).and_then(|r| r.get(class)) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            let m = METHODS.get(method).copied().unwrap_or("OTHER");
+            let c = CLASSES.get(class).copied().unwrap_or("5xx");
+            self.families
+                .requests
+                .with_label_values(&[&self.route, &self.pool, m, c])
+        })
+        .inc();
+    }
+}
+
+/// Handles for one pool.
+#[derive(Debug)]
+pub struct PoolMetrics {
+    /// Request duration, first byte in to last byte out.
+    pub duration: Histogram,
+    /// Request body bytes received from clients.
+    pub received_bytes: IntCounter,
+    /// Response body bytes sent to clients.
+    pub sent_bytes: IntCounter,
+    /// Requests answered 503 because no endpoint was available.
+    pub no_endpoint: IntCounter,
+    _guard: SeriesGuard,
+}
+
+/// Handles for one endpoint of one pool.
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    families: Arc<Families>,
+    pool: String,
+    endpoint: String,
+    requests: [OnceLock<IntCounter>; 6],
+    /// Failed TCP connects.
+    pub connect_errors: IntCounter,
+    /// Connect timeouts.
+    pub connect_timeouts: IntCounter,
+    /// Response-header timeouts.
+    pub response_timeouts: IntCounter,
+    /// Time to response headers, if enabled for the pool.
+    pub response_time: Option<Histogram>,
+    /// Times the selector picked this endpoint.
+    pub picks: IntCounter,
+    _guard: SeriesGuard,
+}
+
+impl EndpointMetrics {
+    /// Counts one upstream attempt by status class index (see
+    /// [`status_class`], [`CLASS_ERROR`]).
+    pub fn request(&self, class: usize) {
+        let Some(slot) = self.requests.get(class) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            let c = CLASSES.get(class).copied().unwrap_or("error");
+            self.families
+                .upstream_requests
+                .with_label_values(&[&self.pool, &self.endpoint, c])
+        })
+        .inc();
+    }
 }
 
 /// Handles for one listener.
@@ -24,24 +268,41 @@ pub struct ListenerMetrics {
     pub connections_open: IntGauge,
 }
 
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let v = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )?;
+    r.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
 impl Metrics {
     /// Registers every family in a fresh registry.
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
         let build = IntGaugeVec::new(
             Opts::new("weir_build_info", "Build information; always 1."),
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build))?;
-        let connections_total = IntCounterVec::new(
-            Opts::new(
-                "weir_downstream_connections_total",
-                "Client connections accepted, by listener.",
-            ),
-            &["listener"],
-        )?;
-        registry.register(Box::new(connections_total.clone()))?;
+        r.register(Box::new(build))?;
         let connections_open = IntGaugeVec::new(
             Opts::new(
                 "weir_downstream_connections_open",
@@ -49,33 +310,299 @@ impl Metrics {
             ),
             &["listener"],
         )?;
-        registry.register(Box::new(connections_open.clone()))?;
+        r.register(Box::new(connections_open.clone()))?;
+        let last_reload_success = IntGauge::new(
+            "weir_config_last_reload_success",
+            "1 if the last config load succeeded, else 0.",
+        )?;
+        r.register(Box::new(last_reload_success.clone()))?;
+        let last_reload_timestamp = Gauge::new(
+            "weir_config_last_reload_timestamp_seconds",
+            "Unix time of the last config load attempt.",
+        )?;
+        r.register(Box::new(last_reload_timestamp.clone()))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
+        r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Metrics {
-            registry,
-            connections_total,
+        let families = Families {
+            requests: counter_vec(
+                &r,
+                "weir_requests_total",
+                "Requests answered, by route, pool, method class and status class.",
+                &["route", "pool", "method", "status_class"],
+            )?,
+            request_duration: histogram_vec(
+                &r,
+                "weir_request_duration_seconds",
+                "Time from request head received to response body sent, by pool.",
+                &["pool"],
+            )?,
+            received_bytes: counter_vec(
+                &r,
+                "weir_downstream_received_bytes_total",
+                "Request body bytes received from clients, by pool.",
+                &["pool"],
+            )?,
+            sent_bytes: counter_vec(
+                &r,
+                "weir_downstream_sent_bytes_total",
+                "Response body bytes sent to clients, by pool.",
+                &["pool"],
+            )?,
+            connections_total: counter_vec(
+                &r,
+                "weir_downstream_connections_total",
+                "Client connections accepted, by listener.",
+                &["listener"],
+            )?,
             connections_open,
+            upstream_requests: counter_vec(
+                &r,
+                "weir_upstream_requests_total",
+                "Upstream attempts by pool, endpoint and status class (`error`: no response).",
+                &["pool", "endpoint", "status_class"],
+            )?,
+            upstream_connect_errors: counter_vec(
+                &r,
+                "weir_upstream_connect_errors_total",
+                "Failed TCP connects to an endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            upstream_timeouts: counter_vec(
+                &r,
+                "weir_upstream_timeouts_total",
+                "Upstream timeouts by phase (`connect` or `response` headers).",
+                &["pool", "endpoint", "phase"],
+            )?,
+            upstream_response: histogram_vec(
+                &r,
+                "weir_upstream_response_seconds",
+                "Time from request sent to response headers, by endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            picks: counter_vec(
+                &r,
+                "weir_upstream_picks_total",
+                "Times the selector picked an endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            no_endpoint: counter_vec(
+                &r,
+                "weir_pool_no_endpoint_total",
+                "Requests answered 503 because the pool had no available endpoint.",
+                &["pool"],
+            )?,
+            reloads: counter_vec(
+                &r,
+                "weir_config_reloads_total",
+                "Config loads by result (`success` or `failure`).",
+                &["result"],
+            )?,
+            last_reload_success,
+            last_reload_timestamp,
+            registry: r,
+            refs: Mutex::new(HashMap::new()),
+        };
+        Ok(Metrics {
+            inner: Arc::new(families),
         })
     }
 
     /// Handles for the listener `name`.
     pub fn listener(&self, name: &str) -> ListenerMetrics {
         ListenerMetrics {
-            connections_total: self.connections_total.with_label_values(&[name]),
-            connections_open: self.connections_open.with_label_values(&[name]),
+            connections_total: self.inner.connections_total.with_label_values(&[name]),
+            connections_open: self.inner.connections_open.with_label_values(&[name]),
         }
+    }
+
+    /// Handles for a route (`route`, `pool` may be empty for requests that
+    /// matched no route).
+    pub fn route(&self, route: &str, pool: &str) -> RouteMetrics {
+        RouteMetrics {
+            families: Arc::clone(&self.inner),
+            route: route.to_owned(),
+            pool: pool.to_owned(),
+            requests: Default::default(),
+            _guard: self
+                .inner
+                .guard(SeriesKey::Route(route.to_owned(), pool.to_owned())),
+        }
+    }
+
+    /// Handles for a pool.
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        let f = &self.inner;
+        PoolMetrics {
+            duration: f.request_duration.with_label_values(&[pool]),
+            received_bytes: f.received_bytes.with_label_values(&[pool]),
+            sent_bytes: f.sent_bytes.with_label_values(&[pool]),
+            no_endpoint: f.no_endpoint.with_label_values(&[pool]),
+            _guard: f.guard(SeriesKey::Pool(pool.to_owned())),
+        }
+    }
+
+    /// Handles for an endpoint of a pool.
+    pub fn endpoint(&self, pool: &str, endpoint: &str, histogram: bool) -> EndpointMetrics {
+        let f = &self.inner;
+        EndpointMetrics {
+            families: Arc::clone(f),
+            pool: pool.to_owned(),
+            endpoint: endpoint.to_owned(),
+            requests: Default::default(),
+            connect_errors: f
+                .upstream_connect_errors
+                .with_label_values(&[pool, endpoint]),
+            connect_timeouts: f
+                .upstream_timeouts
+                .with_label_values(&[pool, endpoint, "connect"]),
+            response_timeouts: f
+                .upstream_timeouts
+                .with_label_values(&[pool, endpoint, "response"]),
+            response_time: histogram
+                .then(|| f.upstream_response.with_label_values(&[pool, endpoint])),
+            picks: f.picks.with_label_values(&[pool, endpoint]),
+            _guard: f.guard(SeriesKey::Endpoint(pool.to_owned(), endpoint.to_owned())),
+        }
+    }
+
+    /// Records the outcome of a config load.
+    pub fn config_loaded(&self, success: bool) {
+        let f = &self.inner;
+        f.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
+        f.last_reload_success.set(i64::from(success));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        f.last_reload_timestamp.set(now);
+    }
+
+    /// Registers the scrape-time collector of state gauges. Called once
+    /// `Shared` exists; it holds a weak reference so it never keeps the
+    /// state alive.
+    pub fn register_state(&self, shared: Weak<Shared>) -> prometheus::Result<()> {
+        self.inner
+            .registry
+            .register(Box::new(StateCollector::new(shared)?))
     }
 
     /// The text exposition (format 0.0.4).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
-        let families = self.registry.gather();
+        let families = self.inner.registry.gather();
         if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// Gauges read from the current snapshot at scrape time.
+struct StateCollector {
+    shared: Weak<Shared>,
+    descs: Vec<Desc>,
+}
+
+/// The state gauge families, built fresh for every scrape so that removed
+/// endpoints simply vanish and concurrent scrapes never share state.
+struct StateGauges {
+    in_flight: IntGaugeVec,
+    weight: IntGaugeVec,
+    endpoints: IntGaugeVec,
+    config_version: IntGaugeVec,
+}
+
+impl StateGauges {
+    fn new() -> prometheus::Result<Self> {
+        Ok(StateGauges {
+            in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "weir_upstream_in_flight",
+                    "Requests in flight to an endpoint (response body not finished).",
+                ),
+                &["pool", "endpoint"],
+            )?,
+            weight: IntGaugeVec::new(
+                Opts::new("weir_upstream_weight", "Configured weight of an endpoint."),
+                &["pool", "endpoint"],
+            )?,
+            endpoints: IntGaugeVec::new(
+                Opts::new(
+                    "weir_pool_endpoints",
+                    "Endpoints in a pool by state (`available` or `unavailable`).",
+                ),
+                &["pool", "state"],
+            )?,
+            config_version: IntGaugeVec::new(
+                Opts::new(
+                    "weir_config_version",
+                    "Version of the running config (increases with every successful load); `hash` identifies its content.",
+                ),
+                &["hash"],
+            )?,
+        })
+    }
+
+    fn all(&self) -> [&IntGaugeVec; 4] {
+        [
+            &self.in_flight,
+            &self.weight,
+            &self.endpoints,
+            &self.config_version,
+        ]
+    }
+}
+
+impl StateCollector {
+    fn new(shared: Weak<Shared>) -> prometheus::Result<Self> {
+        let gauges = StateGauges::new()?;
+        let descs = gauges
+            .all()
+            .iter()
+            .flat_map(|v| v.desc().into_iter().cloned())
+            .collect();
+        Ok(StateCollector { shared, descs })
+    }
+}
+
+impl Collector for StateCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (Some(shared), Ok(g)) = (self.shared.upgrade(), StateGauges::new()) else {
+            return Vec::new();
+        };
+        let snap = shared.snapshot_full();
+        let now = std::time::Instant::now();
+        for pool in &snap.pools {
+            let set = pool.backends();
+            let mut available = 0usize;
+            for b in set.backends() {
+                let ep = b.addr().to_string();
+                g.in_flight
+                    .with_label_values(&[&**pool.name(), ep.as_str()])
+                    .set(i64::from(b.in_flight()));
+                g.weight
+                    .with_label_values(&[&**pool.name(), ep.as_str()])
+                    .set(i64::from(b.weight()));
+                available += usize::from(b.is_available(now));
+            }
+            let unavailable = set.backends().len() - available;
+            g.endpoints
+                .with_label_values(&[&**pool.name(), "available"])
+                .set(available as i64);
+            g.endpoints
+                .with_label_values(&[&**pool.name(), "unavailable"])
+                .set(unavailable as i64);
+        }
+        g.config_version
+            .with_label_values(&[&snap.config.hash])
+            .set(snap.version as i64);
+        g.all().iter().flat_map(|v| v.collect()).collect()
     }
 }

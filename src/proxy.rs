@@ -30,10 +30,12 @@ use tokio::time::Instant;
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::metrics::{self, RouteMetrics};
 use crate::routing::normalize_host;
 use crate::snapshot::Shared;
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
 use crate::upstream::Lease;
+use crate::upstream::Pool;
 
 /// Per-connection context of a traffic listener.
 #[derive(Debug)]
@@ -103,19 +105,31 @@ impl Drop for ActiveGuard {
 /// What the access log and metrics need once a response is over.
 struct Record {
     _active: ActiveGuard,
+    shared: Arc<Shared>,
     log: bool,
     start: Instant,
     method: Method,
     path: String,
     status: StatusCode,
     route: Option<Arc<str>>,
-    pool: Option<Arc<str>>,
+    route_metrics: Option<Arc<RouteMetrics>>,
+    pool: Option<Arc<Pool>>,
     endpoint: Option<SocketAddr>,
     request_id: HeaderValue,
 }
 
 impl Completion for Record {
     fn finish(self: Box<Self>, complete: bool, bytes: u64) {
+        let method = metrics::method_class(&self.method);
+        match &self.route_metrics {
+            Some(m) => m.request(method, self.status),
+            None => self.shared.unrouted.request(method, self.status),
+        }
+        if let Some(pool) = &self.pool {
+            let m = pool.metrics();
+            m.duration.observe(self.start.elapsed().as_secs_f64());
+            m.sent_bytes.inc_by(bytes);
+        }
         if !self.log {
             return;
         }
@@ -126,7 +140,7 @@ impl Completion for Record {
             path = %self.path,
             status = self.status.as_u16(),
             route = self.route.as_deref().unwrap_or("-"),
-            pool = self.pool.as_deref().unwrap_or("-"),
+            pool = self.pool.as_ref().map_or("-", |p| &**p.name()),
             endpoint = %self.endpoint.map_or_else(|| "-".to_owned(), |a| a.to_string()),
             duration_ms = format_args!("{duration_ms:.3}"),
             bytes,
@@ -146,12 +160,14 @@ pub async fn handle(
     let downstream_version = req.version();
     let mut record = Record {
         _active: ctx.activity.enter(),
+        shared: Arc::clone(&ctx.shared),
         log: false,
         start,
         method: req.method().clone(),
         path: String::new(),
         status: StatusCode::OK,
         route: None,
+        route_metrics: None,
         pool: None,
         endpoint: None,
         request_id: request_id.clone(),
@@ -164,7 +180,7 @@ pub async fn handle(
             if status.is_server_error() {
                 tracing::warn!(
                     request_id = request_id.to_str().unwrap_or("-"),
-                    pool = record.pool.as_deref().unwrap_or("-"),
+                    pool = record.pool.as_ref().map_or("-", |p| &**p.name()),
                     error = %err,
                     "request failed"
                 );
@@ -204,9 +220,10 @@ async fn forward(
             .resolve(&host, req.uri().path())
             .ok_or(ProxyError::NoRoute)?;
         record.route = Some(Arc::clone(&route.name));
-        (Arc::clone(&route.target), snap.via.clone())
+        record.route_metrics = Some(Arc::clone(&route.target.metrics));
+        (Arc::clone(&route.target.pool), snap.via.clone())
     };
-    record.pool = Some(Arc::clone(pool.name()));
+    record.pool = Some(Arc::clone(&pool));
 
     let mut lease = pool.pick(std::time::Instant::now())?;
     let backend = Arc::clone(lease.backend());
@@ -267,13 +284,30 @@ async fn forward(
         }
     }
 
-    let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body));
+    let received = pool.metrics().received_bytes.clone();
+    let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body, received));
     let sent_at = Instant::now();
-    let (mut res, conn) = backend
-        .conns()
-        .send(upstream_req, &settings.connect)
-        .await?;
-    lease.set_rtt(sent_at.elapsed());
+    let sent = backend.conns().send(upstream_req, &settings.connect).await;
+    let em = backend.metrics();
+    let (mut res, conn) = match sent {
+        Ok(ok) => ok,
+        Err(e) => {
+            em.request(metrics::CLASS_ERROR);
+            match &e {
+                ProxyError::Connect { .. } => em.connect_errors.inc(),
+                ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
+                ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
+                _ => {}
+            }
+            return Err(e);
+        }
+    };
+    let rtt = sent_at.elapsed();
+    lease.set_rtt(rtt);
+    em.request(metrics::status_class(res.status()));
+    if let Some(h) = &em.response_time {
+        h.observe(rtt.as_secs_f64());
+    }
 
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, on_upgrade) {

@@ -40,15 +40,15 @@ pub struct RoutingTable<T> {
 }
 
 impl<T: Clone> RoutingTable<T> {
-    /// Builds the table. `target` maps a route's pool name to its target;
-    /// routes whose pool it does not know are skipped (validation makes
-    /// that impossible for a loaded config).
-    pub fn new(routes: &[RouteConfig], mut target: impl FnMut(&str) -> Option<T>) -> Self {
+    /// Builds the table. `target` maps a route to its target; routes it
+    /// returns `None` for are skipped (validation makes that impossible for
+    /// a loaded config).
+    pub fn new(routes: &[RouteConfig], mut target: impl FnMut(&RouteConfig) -> Option<T>) -> Self {
         let mut exact: HashMap<Box<str>, Vec<Route<T>>> = HashMap::new();
         let mut suffixes: Vec<(Box<str>, Vec<Route<T>>)> = Vec::new();
         let mut any_host = Vec::new();
         for rc in routes {
-            let Some(t) = target(&rc.pool) else { continue };
+            let Some(t) = target(rc) else { continue };
             let route = Route {
                 name: rc.name.as_str().into(),
                 target: t,
@@ -158,7 +158,7 @@ mod tests {
             route("static", &[], "/static", "static"),
             route("default", &[], "/", "default"),
         ];
-        RoutingTable::new(&routes, |p| Some(p.to_owned()))
+        RoutingTable::new(&routes, |r| Some(r.pool.clone()))
     }
 
     fn pool(t: &RoutingTable<String>, host: &str, path: &str) -> Option<String> {
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn no_match_is_none() {
         let routes = vec![route("a", &["a.test"], "/a", "a")];
-        let t = RoutingTable::new(&routes, |p| Some(p.to_owned()));
+        let t = RoutingTable::new(&routes, |r| Some(r.pool.clone()));
         assert!(t.resolve("b.test", "/a").is_none());
         assert!(t.resolve("a.test", "/b").is_none());
     }

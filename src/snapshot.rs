@@ -15,9 +15,18 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing::RoutingTable;
 use crate::upstream::{Backend, Pool};
+
+/// What a route leads to: the pool and the route's metric handles.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    /// The pool serving the route.
+    pub pool: Arc<Pool>,
+    /// Request counters of this route.
+    pub metrics: Arc<RouteMetrics>,
+}
 
 /// Everything a request needs from the configuration.
 #[derive(Debug)]
@@ -29,7 +38,7 @@ pub struct Snapshot {
     /// The validated config it was built from.
     pub config: Arc<Config>,
     /// Host/path → pool.
-    pub routes: RoutingTable<Arc<Pool>>,
+    pub routes: RoutingTable<RouteTarget>,
     /// Pools by name, in config order.
     pub pools: Vec<Arc<Pool>>,
     /// Whether to write an access-log line per request.
@@ -42,7 +51,12 @@ impl Snapshot {
     /// Builds a snapshot. Pools of `previous` whose config is unchanged are
     /// reused as they are; in changed pools, backends whose address and
     /// weight are unchanged are reused, with their load and connections.
-    pub fn build(config: Arc<Config>, version: u64, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn build(
+        config: Arc<Config>,
+        version: u64,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Snapshot {
         let mut pools = Vec::with_capacity(config.pools.len());
         for pc in &config.pools {
             let old = previous.and_then(|p| {
@@ -58,14 +72,23 @@ impl Snapshot {
                         .iter()
                         .map(|b| (b.addr(), Arc::clone(b)))
                         .collect();
-                    Arc::new(Pool::new(pc, &reuse))
+                    Arc::new(Pool::new(pc, &reuse, metrics))
                 }
-                None => Arc::new(Pool::new(pc, &HashMap::new())),
+                None => Arc::new(Pool::new(pc, &HashMap::new(), metrics)),
             };
             pools.push(pool);
         }
-        let routes = RoutingTable::new(&config.routes, |name| {
-            pools.iter().find(|p| &**p.name() == name).cloned()
+        let route_metrics: HashMap<&str, Arc<RouteMetrics>> = config
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), Arc::new(metrics.route(&r.name, &r.pool))))
+            .collect();
+        let routes = RoutingTable::new(&config.routes, |route| {
+            let pool = pools.iter().find(|p| **p.name() == *route.pool)?;
+            Some(RouteTarget {
+                pool: Arc::clone(pool),
+                metrics: Arc::clone(route_metrics.get(route.name.as_str())?),
+            })
         });
         Snapshot {
             version,
@@ -85,6 +108,8 @@ pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     /// Metric families and the registry served on `/metrics`.
     pub metrics: Metrics,
+    /// Counters for requests that matched no route.
+    pub unrouted: RouteMetrics,
     ready: AtomicBool,
     draining: AtomicBool,
 }
@@ -94,6 +119,7 @@ impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Metrics) -> Self {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            unrouted: metrics.route("", ""),
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),

@@ -6,12 +6,14 @@
 //! concurrent pickers rarely herd onto the same endpoint. It is the default
 //! balancer of Finagle, linkerd2-proxy and tower (`tower::balance::p2c`).
 //!
-//! Sampling is weight-proportional: a cumulative weight table built once
-//! per endpoint set, sampled by binary search (`O(log n)`, exact). The second
-//! candidate is drawn from the distribution *without* the first (its weight
-//! removed from the range), so the pair is always distinct without
-//! rejection loops, whatever the weights. When all weights are equal there
-//! is no table and both draws are uniform (the fast path).
+//! Sampling is weight-proportional, from tables built once per endpoint set:
+//! a Walker/Vose alias table (O(1) per draw, exact integer weights) for the
+//! first candidate; the second is drawn from the distribution *without* the
+//! first, by a few alias redraws and then, if the first carries most of the
+//! weight, from a cumulative table with the first's interval cut out
+//! (binary search). So the pair is always distinct with a bounded amount of
+//! work, whatever the weights. When all weights are equal there is no table
+//! and both draws are uniform (the fast path).
 //!
 //! Load: `in_flight / weight` by cross-multiplication, or the peak-EWMA
 //! cost divided by weight ([`LoadMetric`]); on a tie the first sample wins
@@ -34,31 +36,47 @@ pub const RESAMPLES: usize = 4;
 enum Sampler {
     /// All weights equal: uniform over `0..n`.
     Uniform(usize),
-    /// `cumulative[i]` = sum of the weights of endpoints `0..=i`.
-    Weighted { cumulative: Box<[u64]> },
+    /// Unequal weights.
+    Weighted {
+        /// Walker/Vose alias table: column `c` yields `c` when a draw in
+        /// `0..total` is below `.0`, else the alias `.1`. O(1) per draw.
+        alias: Box<[(u64, u32)]>,
+        /// `cumulative[i]` = sum of the weights of endpoints `0..=i`, for
+        /// the exact draw without a given endpoint.
+        cumulative: Box<[u64]>,
+        total: u64,
+    },
 }
+
+/// Alias-table redraws of the second candidate before it is drawn from
+/// the cumulative table with the first one cut out.
+const ALIAS_REDRAWS: usize = 3;
 
 impl Sampler {
     fn new(weights: &[u32]) -> Self {
         let first = weights.first().copied().unwrap_or(1);
-        if weights.iter().all(|&w| w == first) {
+        if weights.iter().all(|&w| w == first) || u32::try_from(weights.len()).is_err() {
             return Sampler::Uniform(weights.len());
         }
         let mut sum = 0u64;
-        let cumulative = weights
+        let cumulative: Box<[u64]> = weights
             .iter()
             .map(|&w| {
                 sum += u64::from(w.max(1));
                 sum
             })
             .collect();
-        Sampler::Weighted { cumulative }
+        Sampler::Weighted {
+            alias: alias_table(weights, sum),
+            cumulative,
+            total: sum,
+        }
     }
 
     fn len(&self) -> usize {
         match self {
             Sampler::Uniform(n) => *n,
-            Sampler::Weighted { cumulative } => cumulative.len(),
+            Sampler::Weighted { cumulative, .. } => cumulative.len(),
         }
     }
 
@@ -67,10 +85,12 @@ impl Sampler {
     fn draw(&self) -> usize {
         match self {
             Sampler::Uniform(n) => fastrand::usize(..*n),
-            Sampler::Weighted { cumulative } => {
-                let total = cumulative.last().copied().unwrap_or(1);
-                let r = fastrand::u64(..total);
-                cumulative.partition_point(|&c| c <= r)
+            Sampler::Weighted { alias, total, .. } => {
+                let c = fastrand::usize(..alias.len());
+                match alias.get(c) {
+                    Some(&(keep, other)) if fastrand::u64(..*total) >= keep => other as usize,
+                    _ => c,
+                }
             }
         }
     }
@@ -88,8 +108,18 @@ impl Sampler {
                     j
                 }
             }
-            Sampler::Weighted { cumulative } => {
-                let total = cumulative.last().copied().unwrap_or(1);
+            Sampler::Weighted {
+                cumulative, total, ..
+            } => {
+                // Rejection is exact and O(1) unless `skip` carries most of
+                // the weight; the cut-out draw below is exact too, so the
+                // mix of both is.
+                for _ in 0..ALIAS_REDRAWS {
+                    let j = self.draw();
+                    if j != skip {
+                        return j;
+                    }
+                }
                 let before = match skip.checked_sub(1) {
                     Some(p) => cumulative.get(p).copied().unwrap_or(0),
                     None => 0,
@@ -104,6 +134,38 @@ impl Sampler {
             }
         }
     }
+}
+
+/// Vose's alias method in exact integers: each of the `n` columns holds
+/// `total` units (the weights scaled by `n`), split between its own
+/// endpoint and at most one alias.
+fn alias_table(weights: &[u32], total: u64) -> Box<[(u64, u32)]> {
+    let n = weights.len() as u64;
+    let mut table: Vec<(u64, u32)> = (0..weights.len())
+        .map(|i| (total, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    let mut scaled: Vec<u64> = weights.iter().map(|&w| u64::from(w.max(1)) * n).collect();
+    let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+        (0..weights.len()).partition(|&i| scaled.get(i).is_some_and(|&s| s < total));
+    while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+        let (Some(&ss), Some(sl)) = (scaled.get(s), scaled.get(l)) else {
+            break;
+        };
+        if let Some(col) = table.get_mut(s) {
+            *col = (ss, u32::try_from(l).unwrap_or(u32::MAX));
+        }
+        // `l` gives `total - ss` units to fill column `s`.
+        let left = *sl - (total - ss);
+        if let Some(x) = scaled.get_mut(l) {
+            *x = left;
+        }
+        if left < total {
+            large.pop();
+            small.push(l);
+        }
+    }
+    // Whatever remains holds exactly `total` units: its own column, full.
+    table.into_boxed_slice()
 }
 
 /// Power of two choices over a weighted sampler.
@@ -215,6 +277,28 @@ mod tests {
     }
 
     #[test]
+    fn alias_table_is_exact() {
+        for weights in [
+            vec![1u32, 2, 7],
+            vec![5, 1, 1, 9, 3],
+            vec![20, 1],
+            vec![3, 3, 4],
+        ] {
+            let total: u64 = weights.iter().map(|&w| w as u64).sum();
+            let table = alias_table(&weights, total);
+            // Probability mass of each endpoint, in units of 1/(n·total).
+            let mut mass = vec![0u64; weights.len()];
+            for (c, &(keep, other)) in table.iter().enumerate() {
+                mass[c] += keep;
+                mass[other as usize] += total - keep;
+            }
+            let n = weights.len() as u64;
+            let want: Vec<u64> = weights.iter().map(|&w| w as u64 * n).collect();
+            assert_eq!(mass, want, "{weights:?}");
+        }
+    }
+
+    #[test]
     fn weighted_draws_follow_weights() {
         let weights = [1, 2, 7];
         let s = Sampler::new(&weights);
@@ -226,13 +310,16 @@ mod tests {
             let share = *c as f64 / 100_000.0;
             assert!((share - w as f64 / 10.0).abs() < 0.01, "{counts:?}");
         }
-        // Excluding the heavy one: 1:2 between the others.
-        let mut counts = [0usize; 3];
-        for _ in 0..30_000 {
-            counts[s.draw_excluding(2)] += 1;
+        // Excluding one: the others keep their ratio.
+        for (skip, a, b, ratio) in [(2, 0, 1, 2.0), (0, 1, 2, 3.5)] {
+            let mut counts = [0usize; 3];
+            for _ in 0..30_000 {
+                counts[s.draw_excluding(skip)] += 1;
+            }
+            assert_eq!(counts[skip], 0);
+            let got = counts[b] as f64 / counts[a] as f64;
+            assert!((got - ratio).abs() < ratio * 0.08, "{counts:?}");
         }
-        assert_eq!(counts[2], 0);
-        assert!((counts[1] as f64 / counts[0] as f64 - 2.0).abs() < 0.15);
     }
 
     #[test]

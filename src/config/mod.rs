@@ -40,6 +40,10 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// Headers weir adds to proxied requests.
     pub headers: HeadersConfig,
+    /// Content hash of the YAML text (16 hex digits, FNV-1a), shown in
+    /// `/status` and the `weir_config_version` gauge so operators can tell
+    /// which file a fleet is running.
+    pub hash: String,
 }
 
 /// One traffic listener.
@@ -124,6 +128,10 @@ pub struct PoolConfig {
     pub timeouts: PoolTimeouts,
     /// Idle keep-alive connections kept per endpoint. Default 64.
     pub max_idle_per_endpoint: usize,
+    /// Whether each endpoint gets its own response-time histogram
+    /// (`metrics.endpoint_histograms`). Default true; turn off for pools
+    /// with many endpoints to bound metric cardinality.
+    pub endpoint_histograms: bool,
 }
 
 /// `balance:` and its options.
@@ -200,7 +208,9 @@ impl Config {
     /// Parses and validates a YAML document. `origin` names the source in
     /// error messages (usually the file path).
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        validate::load(text, origin)
+        let mut config = validate::load(text, origin)?;
+        config.hash = content_hash(text);
+        Ok(config)
     }
 
     /// Reads and validates a file.
@@ -224,4 +234,15 @@ impl Config {
             endpoints
         )
     }
+}
+
+/// FNV-1a over the text: stable across runs and platforms (unlike std's
+/// randomly seeded hasher), which is what a fleet-wide version label needs.
+fn content_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }

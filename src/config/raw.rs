@@ -145,6 +145,16 @@ pub struct RawPool {
     pub timeouts: Option<RawPoolTimeouts>,
     /// Static endpoints.
     pub endpoints: Option<Vec<RawEndpoint>>,
+    /// Per-pool metric options.
+    pub metrics: Option<RawPoolMetrics>,
+}
+
+/// A pool's `metrics:` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolMetrics {
+    /// Per-endpoint response-time histograms (default true).
+    pub endpoint_histograms: Option<bool>,
 }
 
 /// `balance:` values.

@@ -121,6 +121,7 @@ impl Validator<'_> {
             server,
             access_log,
             headers: HeadersConfig { via },
+            hash: String::new(),
         })
     }
 
@@ -332,6 +333,10 @@ impl Validator<'_> {
             max_idle_per_endpoint: p
                 .max_idle_per_endpoint
                 .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
+            endpoint_histograms: p
+                .metrics
+                .and_then(|m| m.endpoint_histograms)
+                .unwrap_or(true),
         })
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::{Endpoint, EndpointLoad};
 use crate::config::UpstreamProtocol;
+use crate::metrics::EndpointMetrics;
 
 pub use client::{ConnectSettings, PooledConn};
 pub use pool::{BackendSet, Pool, PoolSettings};
@@ -32,17 +33,29 @@ pub struct Backend {
     weight: u32,
     load: EndpointLoad,
     conns: client::ConnPool,
+    metrics: EndpointMetrics,
 }
 
 impl Backend {
     /// A new backend with no connections and no load.
-    pub fn new(addr: SocketAddr, weight: u32, protocol: UpstreamProtocol) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        weight: u32,
+        protocol: UpstreamProtocol,
+        metrics: EndpointMetrics,
+    ) -> Self {
         Backend {
             addr,
             weight: weight.max(1),
             load: EndpointLoad::default(),
             conns: client::ConnPool::new(addr, protocol),
+            metrics,
         }
+    }
+
+    /// This endpoint's metric handles.
+    pub fn metrics(&self) -> &EndpointMetrics {
+        &self.metrics
     }
 
     /// The endpoint's address, its identity.

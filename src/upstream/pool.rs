@@ -11,6 +11,7 @@ use super::{Backend, ConnectSettings, Lease};
 use crate::balance::{Selector, SelectorOptions};
 use crate::config::{BalanceConfig, HostHeader, LoadMetric, PoolConfig, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::metrics::{Metrics, PoolMetrics};
 
 /// Per-pool settings the request path reads.
 #[derive(Clone, Debug)]
@@ -55,13 +56,18 @@ pub struct Pool {
     settings: PoolSettings,
     selector_options: SelectorOptions,
     set: ArcSwap<BackendSet>,
+    metrics: PoolMetrics,
 }
 
 impl Pool {
     /// Builds a pool from its validated config. `reuse` offers backends of a
     /// previous incarnation of the pool; one with the same address, weight
     /// and protocol is kept, with its load and connections.
-    pub fn new(config: &PoolConfig, reuse: &HashMap<SocketAddr, Arc<Backend>>) -> Self {
+    pub fn new(
+        config: &PoolConfig,
+        reuse: &HashMap<SocketAddr, Arc<Backend>>,
+        metrics: &Metrics,
+    ) -> Self {
         let settings = PoolSettings {
             protocol: config.protocol,
             host_header: config.host_header,
@@ -83,7 +89,16 @@ impl Pool {
                 {
                     Arc::clone(b)
                 }
-                _ => Arc::new(Backend::new(ep.address, ep.weight, config.protocol)),
+                _ => Arc::new(Backend::new(
+                    ep.address,
+                    ep.weight,
+                    config.protocol,
+                    metrics.endpoint(
+                        &config.name,
+                        &ep.address.to_string(),
+                        config.endpoint_histograms,
+                    ),
+                )),
             })
             .collect();
         let set = BackendSet::new(backends, &selector_options);
@@ -92,7 +107,13 @@ impl Pool {
             settings,
             selector_options,
             set: ArcSwap::from_pointee(set),
+            metrics: metrics.pool(&config.name),
         }
+    }
+
+    /// This pool's metric handles.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
     }
 
     /// The pool's name.
@@ -112,10 +133,16 @@ impl Pool {
         let set = self.set.load();
         let index = set.selector.pick(&set.backends, now);
         match index.and_then(|i| set.backends.get(i)) {
-            Some(backend) => Ok(Lease::new(Arc::clone(backend))),
-            None => Err(ProxyError::NoEndpoint {
-                pool: Arc::clone(&self.name),
-            }),
+            Some(backend) => {
+                backend.metrics().picks.inc();
+                Ok(Lease::new(Arc::clone(backend)))
+            }
+            None => {
+                self.metrics.no_endpoint.inc();
+                Err(ProxyError::NoEndpoint {
+                    pool: Arc::clone(&self.name),
+                })
+            }
         }
     }
 

@@ -184,3 +184,40 @@ pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// GETs an admin path and returns status and body.
+pub async fn admin_get(weir: &weir::Weir, path: &str) -> (http::StatusCode, String) {
+    let (parts, body) = send(&client(), get(weir.admin_addr(), "admin", path)).await;
+    (parts.status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
+pub async fn scrape(weir: &weir::Weir) -> prometheus_parse::Scrape {
+    let (status, text) = admin_get(weir, "/metrics").await;
+    assert_eq!(status, http::StatusCode::OK);
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The value of the sample `name` whose labels include all of `labels`
+/// (counters, gauges, and a histogram's `_count`/`_sum`). `None` if absent.
+pub fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .find_map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(*v),
+            prometheus_parse::Value::Histogram(h) => h
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count),
+            prometheus_parse::Value::Summary(_) => None,
+        })
+}
