@@ -26,7 +26,11 @@ fn pool_yaml(balance: &str, endpoints: &[(SocketAddr, u32)], extra: &str) -> Str
 
 #[tokio::test]
 async fn round_robin_splits_300_requests_exactly_100_each() {
-    let bs = [echo_backend("a").await, echo_backend("b").await, echo_backend("c").await];
+    let bs = [
+        echo_backend("a").await,
+        echo_backend("b").await,
+        echo_backend("c").await,
+    ];
     let eps: Vec<_> = bs.iter().map(|b| (b.addr, 1)).collect();
     let weir = start(&pool_yaml("round_robin", &eps, "")).await;
     let addr = weir.listener_addr("main").unwrap();
@@ -102,8 +106,15 @@ async fn load_aware_algorithms_send_a_slow_endpoint_far_less_than_round_robin() 
     // The slow endpoint holds each request 500 ms while the fast ones answer
     // in well under a millisecond, so a load-aware pick almost never lands
     // there once it is busy.
-    for (name, n) in [("least_connections", lc), ("p2c", p2c), ("p2c+peak_ewma", ewma)] {
-        assert!(n * 4 <= rr, "{name} sent {n} of {total} to the slow endpoint (rr: {rr})");
+    for (name, n) in [
+        ("least_connections", lc),
+        ("p2c", p2c),
+        ("p2c+peak_ewma", ewma),
+    ] {
+        assert!(
+            n * 4 <= rr,
+            "{name} sent {n} of {total} to the slow endpoint (rr: {rr})"
+        );
     }
 }
 

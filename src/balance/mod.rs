@@ -19,9 +19,11 @@
 //! * power of two choices: the lighter of two distinct weighted samples
 //!   (Mitzenmacher; `p2c.rs`).
 //!
-//! The load-aware two measure load per [`LoadMetric`]: `in_flight / weight`,
-//! or the peak-EWMA cost of Finagle / linkerd2-proxy / tower
-//! (`ewma.rs`) divided by weight.
+//! The two load-aware algorithms measure load per [`LoadMetric`]:
+//! `in_flight / weight`, or the peak-EWMA cost of Finagle / linkerd2-proxy /
+//! tower (`ewma.rs`) divided by weight. Least connections reads weights live
+//! from the endpoints; round robin and P2C precompute from the weights seen
+//! at build time.
 //!
 //! Contract of [`Selector::pick`]:
 //!
@@ -159,7 +161,8 @@ impl EndpointLoad {
     /// The peak-EWMA latency estimate at `now` (decayed since the last
     /// sample), for metrics and debugging.
     pub fn peak_ewma(&self, now: Instant) -> Duration {
-        Duration::from_secs_f64(self.ewma.estimate_ns(now).max(0.0) / 1e9)
+        Duration::try_from_secs_f64(self.ewma.estimate_ns(now).max(0.0) / 1e9)
+            .unwrap_or(Duration::MAX)
     }
 
     /// Peak-EWMA cost in nanoseconds: `estimate × (in_flight + 1)`.

@@ -23,11 +23,11 @@
 //! Memory guard: when the gcd-reduced total weight exceeds [`MAX_SLOTS`]
 //! (65 536), the schedule is built over *scaled* weights
 //! `max(1, ⌊w × MAX_SLOTS / W⌋)` instead, at most `2 × MAX_SLOTS` slots
-//! (512 KiB): picks stay O(1) and smooth, proportions are exact for the
-//! scaled weights and within `1 / MAX_SLOTS` of the total (relatively, an
-//! endpoint below `W / MAX_SLOTS` gets rounded up to one slot). With more
-//! than `MAX_SLOTS` endpoints of unequal weights (no real pool) weights are
-//! ignored and endpoints rotate.
+//! (512 KiB). Picks stay O(1) and smooth and proportions are exact for the
+//! scaled weights: each endpoint's share is off by less than about one slot
+//! in `MAX_SLOTS` (rounding down, and endpoints below `W / MAX_SLOTS`
+//! rounded up to one slot). With more than `MAX_SLOTS` endpoints of unequal
+//! weights (no real pool) weights are ignored and endpoints rotate.
 //!
 //! Run lengths (checked by the property tests over weights `1..=20` and up to
 //! 16 endpoints, not proven here): with `S = W − w` the weight of the others,

@@ -191,7 +191,10 @@ mod tests {
         // After falling, the failures that caused it do not count towards
         // anything else; the next fall needs a full new streak.
         let mut t = Tracker::new(1, 2, Health::Healthy);
-        assert_eq!(feed(&mut t, &[false, false]), [None, Some(Health::Unhealthy)]);
+        assert_eq!(
+            feed(&mut t, &[false, false]),
+            [None, Some(Health::Unhealthy)]
+        );
         assert_eq!(t.observe(true), Some(Health::Healthy));
         assert_eq!(t.observe(false), None);
         assert_eq!(t.observe(false), Some(Health::Unhealthy));
