@@ -1,7 +1,8 @@
 //! Wiring: bind listeners, build the first snapshot, run, shut down in order.
 //!
-//! [`Weir::start`] is what `weir run` and the tests call. Shutdown
-//! ([`Weir::shutdown`]) follows the order that loses no request:
+//! [`Weir::start_from_file`] is what `weir run` calls; [`Weir::start`] runs
+//! an in-memory config (tests, `weir demo`). Shutdown ([`Weir::shutdown`])
+//! follows the order that loses no request:
 //!
 //! 1. `/readyz` turns 503, so load balancers in front stop sending;
 //! 2. listeners stop accepting (their sockets close, new connections are
@@ -9,23 +10,29 @@
 //! 3. every open connection is told to shut down gracefully (HTTP/1 closes
 //!    after its current response, HTTP/2 sends GOAWAY);
 //! 4. wait for in-flight requests, at most the grace period;
-//! 5. cancel background tasks and stop the admin listener.
+//! 5. cancel background tasks (reloader, probes, discovery) and stop the
+//!    admin listener.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::server::{self, admin, Listener};
+use crate::reload::{self, Control, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary};
+use crate::server::{admin, Listener};
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why weir could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A listener could not bind.
     #[error("cannot bind listener `{name}` to {addr}: {source}")]
     Bind {
@@ -45,14 +52,14 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Weir {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
+    control: Arc<Control>,
+    reload: ReloadHandle,
     admin_addr: SocketAddr,
     stop_accepting: CancellationToken,
     drain: CancellationToken,
     background: CancellationToken,
     connections: TaskTracker,
     tasks: TaskTracker,
-    grace: Duration,
 }
 
 /// How shutdown went.
@@ -63,11 +70,23 @@ pub struct ShutdownReport {
 }
 
 impl Weir {
-    /// Binds every listener, then starts serving. Fails without serving
-    /// anything if any bind fails.
+    /// Loads `path` and starts; the file is then watched for changes and
+    /// reread on SIGHUP and `POST /reload`.
+    pub async fn start_from_file(path: &Path) -> Result<Weir, StartError> {
+        let config = Config::load(path)?;
+        Self::start_inner(config, Some(path.to_path_buf())).await
+    }
+
+    /// Starts from an in-memory config (no file to reload).
     pub async fn start(config: Config) -> Result<Weir, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Weir, StartError> {
         let metrics = Metrics::new()?;
         let config = Arc::new(config);
+        // Bind everything before serving anything: a bad address fails
+        // startup cleanly.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {
             let l = Listener::bind(&lc.name, lc.bind).map_err(|source| StartError::Bind {
@@ -75,7 +94,7 @@ impl Weir {
                 addr: lc.bind,
                 source,
             })?;
-            bound.push(l);
+            bound.push((lc.clone(), l));
         }
         let admin_listener = admin::bind(config.admin.bind).map_err(|source| StartError::Bind {
             name: "admin".into(),
@@ -88,32 +107,30 @@ impl Weir {
         let shared = Arc::new(Shared::new(snapshot, metrics));
         shared.metrics.register_state(Arc::downgrade(&shared))?;
         shared.metrics.config_loaded(true);
+
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
         let background = CancellationToken::new();
         let connections = TaskTracker::new();
         let tasks = TaskTracker::new();
+        let control = Arc::new(Control::new(
+            Arc::clone(&shared),
+            path,
+            config.admin.bind,
+            stop_accepting.clone(),
+            drain.clone(),
+            background.clone(),
+            connections.clone(),
+            tasks.clone(),
+            pool_task_spawner(),
+        ));
+        control.start_listeners(bound).await;
+        control.start_pool_tasks().await;
+        let reload = reload::spawn(Arc::clone(&control), background.clone(), &tasks);
 
-        let listeners: Vec<(String, SocketAddr)> = bound
-            .iter()
-            .map(|l| (l.name().to_owned(), l.local_addr()))
-            .collect();
-        for l in bound {
-            let metrics = shared.metrics.listener(l.name());
-            tracing::info!(listener = l.name(), address = %l.local_addr(), "listening");
-            tasks.spawn(server::serve(
-                l,
-                Arc::clone(&shared),
-                config.server.clone(),
-                metrics,
-                stop_accepting.clone(),
-                drain.clone(),
-                connections.clone(),
-            ));
-        }
         let admin_ctx = Arc::new(admin::AdminCtx {
             shared: Arc::clone(&shared),
-            listeners: listeners.clone(),
+            reload: reload.clone(),
         });
         tracing::info!(address = %admin_addr, "admin listening");
         tasks.spawn(admin::serve(admin_listener, admin_ctx, background.clone()));
@@ -124,28 +141,29 @@ impl Weir {
         shared.set_ready();
         Ok(Weir {
             shared,
-            listeners,
+            control,
+            reload,
             admin_addr,
             stop_accepting,
             drain,
             background,
             connections,
             tasks,
-            grace: config.server.shutdown_grace,
         })
     }
 
     /// The bound address of the traffic listener `name`.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.shared
+            .listeners()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// All traffic listeners and their bound addresses.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.shared.listeners()
     }
 
     /// The admin listener's bound address.
@@ -158,23 +176,43 @@ impl Weir {
         &self.shared
     }
 
+    /// Rereads the config file and applies it, like SIGHUP.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reload.reload().await
+    }
+
+    /// Applies an in-memory config through the same transaction as a file
+    /// reload.
+    pub async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let result = self.control.apply(config).await;
+        self.shared.metrics.config_loaded(result.is_ok());
+        result
+    }
+
     /// Graceful shutdown; see the module docs for the order.
     pub async fn shutdown(self) -> ShutdownReport {
+        let grace = self.shared.snapshot().config.server.shutdown_grace;
         self.shared.set_draining();
         self.stop_accepting.cancel();
         self.drain.cancel();
         self.connections.close();
-        let drained = tokio::time::timeout(self.grace, self.connections.wait())
+        let drained = tokio::time::timeout(grace, self.connections.wait())
             .await
             .is_ok();
         if !drained {
-            tracing::warn!(grace = ?self.grace, "grace period over; closing remaining connections");
+            tracing::warn!(?grace, "grace period over; closing remaining connections");
         }
         self.background.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         ShutdownReport { drained }
     }
+}
+
+/// Background tasks per pool instance; started at startup and whenever a
+/// reload builds a new pool instance, cancelled when it leaves.
+fn pool_task_spawner() -> PoolTaskSpawner {
+    Arc::new(|_pool, _config, _cancel, _tasks| {})
 }
 
 /// Closes pooled upstream connections that outlived the idle timeout, so an

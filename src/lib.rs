@@ -27,8 +27,8 @@
 //! # Planes
 //!
 //! The request path (`server → proxy → routing → upstream → balance`) only
-//! reads shared state. The control plane (`config`, `app`, and later reload,
-//! discovery and health probes) builds a new [`snapshot::Snapshot`] and
+//! reads shared state. The control plane (`config`, `app`, `reload`, and the
+//! background tasks of each pool) builds a new [`snapshot::Snapshot`] and
 //! stores it atomically. `balance` and `routing` are pure code, with no IO.
 
 pub mod app;
@@ -39,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
@@ -46,3 +47,4 @@ pub mod upstream;
 
 pub use app::{ShutdownReport, StartError, Weir};
 pub use config::Config;
+pub use reload::{ReloadError, ReloadSummary};

@@ -104,8 +104,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let path = args
                     .config
                     .context("no config file: use `weir run --config PATH` (or `weir demo`)")?;
-                let config = weir::Config::load(&path)?;
-                let weir = weir::Weir::start(config).await?;
+                let weir = weir::Weir::start_from_file(&path).await?;
                 serve_until_signal(weir).await
             }
             Command::Demo(args) => demo(args).await,

@@ -112,6 +112,7 @@ pub struct Shared {
     pub unrouted: RouteMetrics,
     ready: AtomicBool,
     draining: AtomicBool,
+    listeners: std::sync::Mutex<Vec<(String, SocketAddr)>>,
 }
 
 impl Shared {
@@ -123,6 +124,7 @@ impl Shared {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            listeners: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -139,6 +141,18 @@ impl Shared {
     /// Replaces the snapshot (control plane).
     pub fn store(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Traffic listeners by name and bound address (for status and tests).
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Records the running listeners (control plane).
+    pub fn set_listeners(&self, listeners: Vec<(String, SocketAddr)>) {
+        if let Ok(mut l) = self.listeners.lock() {
+            *l = listeners;
+        }
     }
 
     /// Listeners are bound and the config is loaded.

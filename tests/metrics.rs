@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -269,13 +268,10 @@ async fn series_of_removed_pools_and_endpoints_disappear() {
     let s = scrape(&weir).await;
     assert!(sample(&s, "weir_upstream_picks_total", &[("endpoint", &b_s)]).is_some());
 
-    // Replace the snapshot with one that no longer has endpoint b.
-    let shared = Arc::clone(weir.shared());
-    let old = shared.snapshot_full();
+    // Apply a config that no longer has endpoint b.
     let config = weir::Config::from_yaml(&yaml(&[a.addr]), "t").unwrap();
-    let next = weir::snapshot::Snapshot::build(Arc::new(config), 2, Some(&old), &shared.metrics);
-    shared.store(next);
-    drop(old);
+    let summary = weir.apply(config).await.unwrap();
+    assert_eq!(summary.endpoints_removed, vec![format!("p/{b_s}")]);
     let s = scrape(&weir).await;
     for family in [
         "weir_upstream_picks_total",

@@ -238,7 +238,7 @@ impl Config {
 
 /// FNV-1a over the text: stable across runs and platforms (unlike std's
 /// randomly seeded hasher), which is what a fleet-wide version label needs.
-fn content_hash(text: &str) -> String {
+pub(crate) fn content_hash(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);

@@ -29,7 +29,6 @@
 //! * time is `tokio::time`, so tests can run it on a paused clock.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -330,41 +329,36 @@ pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
     }
 }
 
-fn probe_inner(
-    addr: SocketAddr,
-    kind: &ProbeKind,
-) -> impl Future<Output = Result<(), String>> + Send + '_ {
-    async move {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        match kind {
-            ProbeKind::Tcp => Ok(()),
-            ProbeKind::Http {
-                method,
-                path,
-                host,
-                expected,
-            } => {
-                let _ = stream.set_nodelay(true);
-                let host = match host {
-                    Some(h) => h.clone(),
-                    None => addr.to_string(),
-                };
-                let req = Request::builder()
-                    .method(method.clone())
-                    .uri(path.as_str())
-                    .header(header::HOST, host)
-                    .header(header::CONNECTION, "close")
-                    .header(header::USER_AGENT, "weir-health-check")
-                    .body(Empty::<Bytes>::new())
-                    .map_err(|e| format!("bad request: {e}"))?;
-                let status = http_status(stream, req).await?;
-                if expected.iter().any(|&(lo, hi)| (lo..=hi).contains(&status)) {
-                    Ok(())
-                } else {
-                    Err(format!("status {status}"))
-                }
+async fn probe_inner(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    match kind {
+        ProbeKind::Tcp => Ok(()),
+        ProbeKind::Http {
+            method,
+            path,
+            host,
+            expected,
+        } => {
+            let _ = stream.set_nodelay(true);
+            let host = match host {
+                Some(h) => h.clone(),
+                None => addr.to_string(),
+            };
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path.as_str())
+                .header(header::HOST, host)
+                .header(header::CONNECTION, "close")
+                .header(header::USER_AGENT, "weir-health-check")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("bad request: {e}"))?;
+            let status = http_status(stream, req).await?;
+            if expected.iter().any(|&(lo, hi)| (lo..=hi).contains(&status)) {
+                Ok(())
+            } else {
+                Err(format!("status {status}"))
             }
         }
     }
@@ -886,49 +880,21 @@ mod tests {
             .expect("task");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn rounds_follow_the_interval_on_a_paused_clock() {
-        // No sockets: an empty list still exercises the schedule, and an
-        // observer-free run with zero periods must not panic.
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = calls.clone();
-        let cancel = CancellationToken::new();
-        let policy = ActivePolicy {
-            interval: Duration::from_secs(5),
-            discovery_poll: Duration::from_secs(1),
-            ..ActivePolicy::default()
-        };
-        let task = tokio::spawn(run(
-            Arc::from("paused"),
-            move || {
-                c.fetch_add(1, Ordering::SeqCst);
-                Vec::<Arc<Ep>>::new()
-            },
-            policy,
-            cancel.clone(),
-            NoopObserver,
-        ));
-        time::sleep(Duration::from_millis(10_500)).await;
-        // Rounds at 0, 5, 10s and polls at 0..=10s: 3 + 11 calls.
-        assert_eq!(calls.load(Ordering::SeqCst), 14);
-        cancel.cancel();
-        task.await.expect("task");
-
+    #[tokio::test]
+    async fn zero_periods_do_not_panic() {
+        let up = upstream(200).await;
+        let e = ep(up.addr);
+        let targets: Targets = Arc::new(Mutex::new(vec![e.clone()]));
+        let log = Arc::new(Log::default());
         let zero = ActivePolicy {
             interval: Duration::ZERO,
             discovery_poll: Duration::ZERO,
             timeout: Duration::ZERO,
+            jitter: Duration::from_secs(1),
             ..ActivePolicy::default()
         };
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            Arc::from("zero"),
-            Vec::<Arc<Ep>>::new,
-            zero,
-            cancel.clone(),
-            NoopObserver,
-        ));
-        time::sleep(Duration::from_millis(5)).await;
+        let (cancel, task, reads) = spawn_counted(&targets, zero, &log);
+        eventually("rounds", || reads.load(Ordering::SeqCst) >= 10).await;
         cancel.cancel();
         task.await.expect("task");
     }

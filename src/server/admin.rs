@@ -10,6 +10,7 @@
 //! | `/healthz` | GET | 200 while the process runs |
 //! | `/readyz` | GET | 200 when the config is loaded and listeners are bound; 503 before that and while draining |
 //! | `/status` | GET | JSON view of listeners, routes, pools and endpoints |
+//! | `/reload` | POST | reread the config file; 200 with a JSON summary of what changed, 400 with the error (the running config keeps serving) |
 //!
 //! Unknown paths get 404; a known path with another method gets 405 with
 //! `Allow`.
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::Listener;
 use crate::balance::Endpoint;
 use crate::body::ResponseBody;
+use crate::reload::ReloadHandle;
 use crate::snapshot::Shared;
 
 /// What the admin listener serves.
@@ -36,8 +38,8 @@ use crate::snapshot::Shared;
 pub struct AdminCtx {
     /// Shared state.
     pub shared: Arc<Shared>,
-    /// Traffic listeners and their bound addresses, for `/status`.
-    pub listeners: Vec<(String, SocketAddr)>,
+    /// Asks the reloader for a reload (`POST /reload`).
+    pub reload: ReloadHandle,
 }
 
 /// Serves the admin API until `stop` is cancelled.
@@ -58,7 +60,7 @@ pub async fn serve(listener: Listener, ctx: Arc<AdminCtx>, stop: CancellationTok
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let ctx = Arc::clone(&ctx);
-                async move { Ok::<_, Infallible>(route(&ctx, req)) }
+                async move { Ok::<_, Infallible>(route(&ctx, req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -70,8 +72,36 @@ pub async fn serve(listener: Listener, ctx: Arc<AdminCtx>, stop: CancellationTok
     }
 }
 
-fn route(ctx: &AdminCtx, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn route(ctx: &AdminCtx, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path();
+    if path == "/reload" {
+        if req.method() != Method::POST {
+            let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return res;
+        }
+        return match ctx.reload.reload().await {
+            Ok(summary) => {
+                let body = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+                let mut res = Response::new(ResponseBody::full(body));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            Err(e) => {
+                let mut res = Response::new(ResponseBody::full(format!("{e}\n")));
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                res
+            }
+        };
+    }
     let known = ["/metrics", "/healthz", "/readyz", "/status"];
     if !known.contains(&path) {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -160,13 +190,15 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
         })
         .collect();
     let listeners: Vec<serde_json::Value> = ctx
-        .listeners
+        .shared
+        .listeners()
         .iter()
         .map(|(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }))
         .collect();
     let doc = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_version": snap.version,
+        "config_hash": snap.config.hash,
         "config_loaded_at": loaded_at,
         "ready": ctx.shared.is_ready(),
         "listeners": listeners,

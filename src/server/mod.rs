@@ -93,16 +93,20 @@ pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor>
 /// Accepts connections until `stop` is cancelled; every connection task is
 /// spawned on `tracker`. Connections are told to shut down gracefully when
 /// `drain` is cancelled.
+///
+/// Timeouts come from the current snapshot's `ServerConfig`; the
+/// connection builder is rebuilt when a reload changes them, so new
+/// connections get the new values and open ones keep theirs.
 pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
-    server: ServerConfig,
     metrics: ListenerMetrics,
     stop: CancellationToken,
     drain: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let builder = Arc::new(connection_builder(&server));
+    let mut server = shared.snapshot().config.server.clone();
+    let mut builder = Arc::new(connection_builder(&server));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -111,6 +115,13 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 metrics.connections_total.inc();
+                {
+                    let snap = shared.snapshot();
+                    if snap.config.server != server {
+                        server = snap.config.server.clone();
+                        builder = Arc::new(connection_builder(&server));
+                    }
+                }
                 let ctx = Arc::new(ConnCtx {
                     shared: Arc::clone(&shared),
                     peer,
