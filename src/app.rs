@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::reload::{self, Control, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary};
 use crate::server::{admin, Listener};
@@ -210,9 +211,60 @@ impl Weir {
 }
 
 /// Background tasks per pool instance; started at startup and whenever a
-/// reload builds a new pool instance, cancelled when it leaves.
+/// reload builds a new pool instance, cancelled when it leaves: today the
+/// active health probes of pools that configure them.
 fn pool_task_spawner() -> PoolTaskSpawner {
-    Arc::new(|_pool, _config, _cancel, _tasks| {})
+    Arc::new(move |pool, config, cancel, tasks| {
+        let Some(pc) = config.pools.iter().find(|p| *p.name == **pool.name()) else {
+            return;
+        };
+        let Some(policy) = pc.health.active.clone() else {
+            return;
+        };
+        let observer = ProbeMetrics {
+            pool: Arc::clone(pool),
+        };
+        let targets = {
+            let pool = Arc::clone(pool);
+            move || pool.backends().backends().to_vec()
+        };
+        tasks.spawn(health::active::run(
+            Arc::clone(pool.name()),
+            targets,
+            policy,
+            cancel,
+            observer,
+        ));
+    })
+}
+
+/// Feeds active probe results into the pool's and endpoints' metrics.
+struct ProbeMetrics {
+    pool: Arc<crate::upstream::Pool>,
+}
+
+impl ProbeMetrics {
+    fn with_backend(&self, addr: SocketAddr, f: impl FnOnce(&crate::upstream::Backend)) {
+        let set = self.pool.backends();
+        if let Some(b) = set.backends().iter().find(|b| b.addr() == addr) {
+            f(b);
+        }
+    }
+}
+
+impl health::ProbeObserver for ProbeMetrics {
+    fn probed(&self, addr: SocketAddr, ok: bool, latency: Duration) {
+        self.pool
+            .metrics()
+            .probe_duration
+            .observe(latency.as_secs_f64());
+        self.with_backend(addr, |b| b.metrics().probes[usize::from(!ok)].inc());
+    }
+
+    fn transition(&self, addr: SocketAddr, to: health::Health) {
+        let i = usize::from(to != health::Health::Healthy);
+        self.with_backend(addr, |b| b.metrics().transitions[i].inc());
+    }
 }
 
 /// Closes pooled upstream connections that outlived the idle timeout, so an

@@ -47,6 +47,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
 ];
+/// Why a request was retried.
+pub const RETRY_REASONS: [&str; 3] = ["not_sent", "reset", "status"];
+/// The failure that triggered a passive ejection.
+pub const EJECTION_REASONS: [&str; 4] = ["connect_error", "reset", "timeout", "status"];
+
 /// Status classes; upstream attempts that got no response count as `error`.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
@@ -94,6 +99,12 @@ struct Families {
     picks: IntCounterVec,
     no_endpoint: IntCounterVec,
     reloads: IntCounterVec,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    ejections: IntCounterVec,
+    health_transitions: IntCounterVec,
+    health_probes: IntCounterVec,
+    probe_duration: HistogramVec,
     last_reload_success: IntGauge,
     last_reload_timestamp: Gauge,
     refs: Mutex<HashMap<SeriesKey, usize>>,
@@ -160,6 +171,11 @@ impl Families {
                 let _ = self.received_bytes.remove_label_values(&[pool]);
                 let _ = self.sent_bytes.remove_label_values(&[pool]);
                 let _ = self.no_endpoint.remove_label_values(&[pool]);
+                for reason in RETRY_REASONS {
+                    let _ = self.retries.remove_label_values(&[pool, reason]);
+                }
+                let _ = self.budget_exhausted.remove_label_values(&[pool]);
+                let _ = self.probe_duration.remove_label_values(&[pool]);
             }
             SeriesKey::Endpoint(pool, ep) => {
                 for c in CLASSES {
@@ -175,6 +191,15 @@ impl Families {
                     .remove_label_values(&[pool, ep]);
                 let _ = self.upstream_response.remove_label_values(&[pool, ep]);
                 let _ = self.picks.remove_label_values(&[pool, ep]);
+                for reason in EJECTION_REASONS {
+                    let _ = self.ejections.remove_label_values(&[pool, ep, reason]);
+                }
+                for to in ["healthy", "unhealthy"] {
+                    let _ = self.health_transitions.remove_label_values(&[pool, ep, to]);
+                }
+                for result in ["ok", "fail"] {
+                    let _ = self.health_probes.remove_label_values(&[pool, ep, result]);
+                }
             }
         }
     }
@@ -219,6 +244,12 @@ pub struct PoolMetrics {
     pub sent_bytes: IntCounter,
     /// Requests answered 503 because no endpoint was available.
     pub no_endpoint: IntCounter,
+    /// Retries by reason, indexed like [`RETRY_REASONS`].
+    pub retries: [IntCounter; 3],
+    /// Retries refused because the budget was empty.
+    pub budget_exhausted: IntCounter,
+    /// Active probe latency.
+    pub probe_duration: Histogram,
     _guard: SeriesGuard,
 }
 
@@ -239,6 +270,12 @@ pub struct EndpointMetrics {
     pub response_time: Option<Histogram>,
     /// Times the selector picked this endpoint.
     pub picks: IntCounter,
+    /// Passive ejections by reason, indexed like [`EJECTION_REASONS`].
+    pub ejections: [IntCounter; 4],
+    /// Active verdict changes to healthy / unhealthy.
+    pub transitions: [IntCounter; 2],
+    /// Active probe results ok / fail.
+    pub probes: [IntCounter; 2],
     _guard: SeriesGuard,
 }
 
@@ -399,6 +436,42 @@ impl Metrics {
                 "Config loads by result (`success` or `failure`).",
                 &["result"],
             )?,
+            retries: counter_vec(
+                &r,
+                "weir_retries_total",
+                "Retried requests by pool and reason (`not_sent`, `reset`, `status`).",
+                &["pool", "reason"],
+            )?,
+            budget_exhausted: counter_vec(
+                &r,
+                "weir_retry_budget_exhausted_total",
+                "Retries refused because the pool's retry budget was empty.",
+                &["pool"],
+            )?,
+            ejections: counter_vec(
+                &r,
+                "weir_upstream_ejections_total",
+                "Passive (outlier) ejections by the failure that triggered them.",
+                &["pool", "endpoint", "reason"],
+            )?,
+            health_transitions: counter_vec(
+                &r,
+                "weir_health_transitions_total",
+                "Active health verdict changes, by the new state.",
+                &["pool", "endpoint", "to"],
+            )?,
+            health_probes: counter_vec(
+                &r,
+                "weir_health_probes_total",
+                "Active health probes by result (`ok` or `fail`).",
+                &["pool", "endpoint", "result"],
+            )?,
+            probe_duration: histogram_vec(
+                &r,
+                "weir_health_probe_duration_seconds",
+                "Active health probe latency, by pool.",
+                &["pool"],
+            )?,
             last_reload_success,
             last_reload_timestamp,
             registry: r,
@@ -439,6 +512,9 @@ impl Metrics {
             received_bytes: f.received_bytes.with_label_values(&[pool]),
             sent_bytes: f.sent_bytes.with_label_values(&[pool]),
             no_endpoint: f.no_endpoint.with_label_values(&[pool]),
+            retries: RETRY_REASONS.map(|r| f.retries.with_label_values(&[pool, r])),
+            budget_exhausted: f.budget_exhausted.with_label_values(&[pool]),
+            probe_duration: f.probe_duration.with_label_values(&[pool]),
             _guard: f.guard(SeriesKey::Pool(pool.to_owned())),
         }
     }
@@ -463,6 +539,11 @@ impl Metrics {
             response_time: histogram
                 .then(|| f.upstream_response.with_label_values(&[pool, endpoint])),
             picks: f.picks.with_label_values(&[pool, endpoint]),
+            ejections: EJECTION_REASONS
+                .map(|r| f.ejections.with_label_values(&[pool, endpoint, r])),
+            transitions: ["healthy", "unhealthy"]
+                .map(|t| f.health_transitions.with_label_values(&[pool, endpoint, t])),
+            probes: ["ok", "fail"].map(|r| f.health_probes.with_label_values(&[pool, endpoint, r])),
             _guard: f.guard(SeriesKey::Endpoint(pool.to_owned(), endpoint.to_owned())),
         }
     }
@@ -509,6 +590,9 @@ struct StateCollector {
 /// The state gauge families, built fresh for every scrape so that removed
 /// endpoints simply vanish and concurrent scrapes never share state.
 struct StateGauges {
+    healthy: IntGaugeVec,
+    ejected: IntGaugeVec,
+    panic: IntGaugeVec,
     in_flight: IntGaugeVec,
     weight: IntGaugeVec,
     endpoints: IntGaugeVec,
@@ -518,6 +602,27 @@ struct StateGauges {
 impl StateGauges {
     fn new() -> prometheus::Result<Self> {
         Ok(StateGauges {
+            healthy: IntGaugeVec::new(
+                Opts::new(
+                    "weir_upstream_healthy",
+                    "Active health verdict of an endpoint: 1 healthy (or no active checks), 0 unhealthy.",
+                ),
+                &["pool", "endpoint"],
+            )?,
+            ejected: IntGaugeVec::new(
+                Opts::new(
+                    "weir_upstream_ejected",
+                    "1 while an endpoint is passively ejected.",
+                ),
+                &["pool", "endpoint"],
+            )?,
+            panic: IntGaugeVec::new(
+                Opts::new(
+                    "weir_pool_panic",
+                    "1 while a pool is in panic mode (balancing over all endpoints).",
+                ),
+                &["pool"],
+            )?,
             in_flight: IntGaugeVec::new(
                 Opts::new(
                     "weir_upstream_in_flight",
@@ -590,9 +695,20 @@ impl Collector for StateCollector {
                 g.weight
                     .with_label_values(&[&**pool.name(), ep.as_str()])
                     .set(i64::from(b.weight()));
+                g.healthy
+                    .with_label_values(&[&**pool.name(), ep.as_str()])
+                    .set(i64::from(
+                        b.health().active() == crate::health::Health::Healthy,
+                    ));
+                g.ejected
+                    .with_label_values(&[&**pool.name(), ep.as_str()])
+                    .set(i64::from(b.health().is_ejected(now)));
                 available += usize::from(b.is_available(now));
             }
             let unavailable = set.backends().len() - available;
+            g.panic
+                .with_label_values(&[&**pool.name()])
+                .set(i64::from(pool.in_panic()));
             g.endpoints
                 .with_label_values(&[&**pool.name(), "available"])
                 .set(available as i64);

@@ -24,18 +24,20 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::health::passive::{self, Outcome, PassivePolicy};
 use crate::metrics::{self, RouteMetrics};
+use crate::retry;
 use crate::routing::normalize_host;
 use crate::snapshot::Shared;
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
-use crate::upstream::Lease;
-use crate::upstream::Pool;
+use crate::upstream::{Backend, Lease, Pool, PooledConn, SendError};
 
 /// Per-connection context of a traffic listener.
 #[derive(Debug)]
@@ -226,8 +228,7 @@ async fn forward(
     record.pool = Some(Arc::clone(&pool));
 
     let mut lease = pool.pick(std::time::Instant::now())?;
-    let backend = Arc::clone(lease.backend());
-    record.endpoint = Some(backend.addr());
+    record.endpoint = Some(lease.backend().addr());
     let settings = pool.settings();
 
     let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(req.headers());
@@ -243,95 +244,323 @@ async fn forward(
         headers,
         ctx.peer.ip(),
         ctx.scheme,
-        Some(&raw_host)
-            .filter(|h| !h.is_empty())
-            .map(|h| h.as_str()),
+        Some(raw_host.as_str()).filter(|h| !h.is_empty()),
     );
     if let Some(pseudonym) = &via {
         hdr::add_via(headers, parts.version, pseudonym);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-
-    let endpoint_authority = backend.addr().to_string();
-    let authority = match settings.host_header {
-        HostHeader::Preserve if !raw_host.is_empty() => raw_host.as_str(),
-        _ => endpoint_authority.as_str(),
+    let path_and_query: http::uri::PathAndQuery = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    match settings.protocol {
+        UpstreamProtocol::Http1 => parts.version = Version::HTTP_11,
+        UpstreamProtocol::H2c => {
+            parts.version = Version::HTTP_2;
+            // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1).
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let target = Target {
+        raw_host: &raw_host,
+        path_and_query: &path_and_query,
     };
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+
+    // What a retry may replay: see `crate::retry` for the rules.
+    let policy = &settings.retries;
+    let max_attempts = if upgrade { 1 } else { policy.attempts };
+    let received = &pool.metrics().received_bytes;
+    let mut replay: Option<Replay> = None;
+    let first_body = if max_attempts > 1 && retry::is_idempotent(&parts.method) {
+        match replayable_body(body, policy.max_replay_body, received).await? {
+            Ok(bytes) => {
+                replay = Some(Replay {
+                    method: parts.method.clone(),
+                    headers: parts.headers.clone(),
+                    version: parts.version,
+                    body: bytes.clone(),
+                });
+                RequestBody::Full((!bytes.is_empty()).then_some(bytes))
+            }
+            Err(body) => RequestBody::Incoming(body, received.clone()),
+        }
+    } else {
+        RequestBody::Incoming(body, received.clone())
+    };
+    let mut next = Some(Request::from_parts(parts, first_body));
+    pool.budget().deposit();
+
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempt = 1u32;
+    loop {
+        let backend = Arc::clone(lease.backend());
+        record.endpoint = Some(backend.addr());
+        let mut upstream_req = match next.take() {
+            Some(r) => r,
+            None => match &replay {
+                Some(r) => r.request(),
+                // Unreachable by construction: a retry is only attempted
+                // with the unsent request or a replay copy in hand.
+                None => return Err(ProxyError::BadRequest("request cannot be replayed")),
+            },
+        };
+        aim(&mut upstream_req, &backend, settings, &target)?;
+        let sent_at = Instant::now();
+        let sent = backend.conns().send(upstream_req, &settings.connect).await;
+        let now = std::time::Instant::now();
+        if let Some(passive) = &settings.passive {
+            record_passive(&pool, &backend, &sent, passive, now);
+        }
+        let em = backend.metrics();
+        let retries_left = attempt < max_attempts;
+        match sent {
+            Ok((mut res, conn)) => {
+                let rtt = sent_at.elapsed();
+                lease.set_rtt(rtt);
+                em.request(metrics::status_class(res.status()));
+                if let Some(h) = &em.response_time {
+                    h.observe(rtt.as_secs_f64());
+                }
+                let status = res.status();
+                if retries_left && replay.is_some() && policy.on_statuses.contains(&status.as_u16())
+                {
+                    let wait = if status == StatusCode::SERVICE_UNAVAILABLE {
+                        match retry::retry_after(res.headers()) {
+                            Some(d) if d > policy.backoff_max => None,
+                            Some(d) => Some(d),
+                            None => Some(retry::backoff(
+                                attempt,
+                                policy.backoff_base,
+                                policy.backoff_max,
+                            )),
+                        }
+                    } else {
+                        Some(retry::backoff(
+                            attempt,
+                            policy.backoff_base,
+                            policy.backoff_max,
+                        ))
+                    };
+                    let affordable = wait.is_some() && pool.budget().try_withdraw(now);
+                    if !affordable && wait.is_some() {
+                        pool.metrics().budget_exhausted.inc();
+                    }
+                    if let Some(wait) = wait.filter(|_| affordable) {
+                        tried.push(backend.addr());
+                        if let Some(next_lease) = retry_lease(&pool, &tried, now) {
+                            // The response is dropped unread: its
+                            // connection closes rather than return to the
+                            // pool with an unknown body.
+                            drop((res, conn));
+                            pool.metrics().retries[2].inc();
+                            tracing::debug!(pool = %pool.name(), endpoint = %backend.addr(), %status, "retrying on status");
+                            lease = next_lease;
+                            attempt += 1;
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                }
+
+                let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+                if let (true, Some(client_upgrade)) = (switching, on_upgrade) {
+                    let upstream_upgrade = hyper::upgrade::on(&mut res);
+                    tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
+                    hdr::strip_hop_by_hop(res.headers_mut(), true);
+                    res.headers_mut()
+                        .insert(X_REQUEST_ID.clone(), request_id.clone());
+                    let (parts, _) = res.into_parts();
+                    return Ok(Response::from_parts(
+                        parts,
+                        ResponseBody::full(bytes::Bytes::new()),
+                    ));
+                }
+                hdr::strip_hop_by_hop(res.headers_mut(), false);
+                res.headers_mut()
+                    .insert(X_REQUEST_ID.clone(), request_id.clone());
+                let (parts, body) = res.into_parts();
+                let conn = conn.map(|c| (c, settings.connect));
+                return Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::upstream(body, Some(lease), conn),
+                ));
+            }
+            Err(SendError { error, unsent }) => {
+                em.request(metrics::CLASS_ERROR);
+                match &error {
+                    ProxyError::Connect { .. } => em.connect_errors.inc(),
+                    ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
+                    ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
+                    _ => {}
+                }
+                let reason = match (&error, unsent) {
+                    (_, Some(unsent)) => {
+                        next = Some(unsent);
+                        Some(0)
+                    }
+                    (ProxyError::Upstream { .. }, None) if replay.is_some() => Some(1),
+                    _ => None,
+                };
+                let Some(reason) = reason.filter(|_| retries_left) else {
+                    return Err(error);
+                };
+                if !pool.budget().try_withdraw(now) {
+                    pool.metrics().budget_exhausted.inc();
+                    return Err(error);
+                }
+                tried.push(backend.addr());
+                let Some(next_lease) = retry_lease(&pool, &tried, now) else {
+                    return Err(error);
+                };
+                if let Some(c) = pool.metrics().retries.get(reason) {
+                    c.inc();
+                }
+                tracing::debug!(pool = %pool.name(), endpoint = %backend.addr(), error = %error, "retrying on another endpoint");
+                lease = next_lease;
+                attempt += 1;
+                tokio::time::sleep(retry::backoff(
+                    attempt - 1,
+                    policy.backoff_base,
+                    policy.backoff_max,
+                ))
+                .await;
+            }
+        }
+    }
+}
+
+/// A lease on an endpoint not yet tried, if there is one.
+fn retry_lease(pool: &Pool, tried: &[SocketAddr], now: std::time::Instant) -> Option<Lease> {
+    pool.pick_excluding(now, tried).ok()
+}
+
+/// Where the request is going, the parts of it that depend on the endpoint.
+struct Target<'a> {
+    raw_host: &'a str,
+    path_and_query: &'a http::uri::PathAndQuery,
+}
+
+/// Points a request at one endpoint: request target form, `Host` or
+/// `:authority` (which, with `host_header: endpoint`, is the endpoint's own
+/// address and so differs per attempt).
+fn aim(
+    req: &mut Request<RequestBody>,
+    backend: &Backend,
+    settings: &crate::upstream::PoolSettings,
+    target: &Target<'_>,
+) -> Result<(), ProxyError> {
+    let use_endpoint = settings.host_header == HostHeader::Endpoint || target.raw_host.is_empty();
+    let endpoint_authority;
+    let authority = if use_endpoint {
+        endpoint_authority = backend.addr().to_string();
+        endpoint_authority.as_str()
+    } else {
+        target.raw_host
+    };
     match settings.protocol {
         UpstreamProtocol::Http1 => {
-            parts.version = Version::HTTP_11;
-            parts.uri = Uri::try_from(path_and_query)
-                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            *req.uri_mut() = Uri::from(target.path_and_query.clone());
             // A request that arrived over HTTP/2 carries its host in
             // `:authority`; HTTP/1.1 needs it in `Host`.
-            if settings.host_header == HostHeader::Endpoint || !headers.contains_key(header::HOST) {
+            if use_endpoint || !req.headers().contains_key(header::HOST) {
                 let v = HeaderValue::from_str(authority)
                     .map_err(|_| ProxyError::BadRequest("invalid host"))?;
-                headers.insert(header::HOST, v);
+                req.headers_mut().insert(header::HOST, v);
             }
         }
         UpstreamProtocol::H2c => {
-            parts.version = Version::HTTP_2;
-            parts.uri = Uri::builder()
+            *req.uri_mut() = Uri::builder()
                 .scheme("http")
                 .authority(authority)
-                .path_and_query(path_and_query)
+                .path_and_query(target.path_and_query.clone())
                 .build()
                 .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-            // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1).
-            headers.remove(header::HOST);
         }
     }
+    Ok(())
+}
 
-    let received = pool.metrics().received_bytes.clone();
-    let upstream_req = Request::from_parts(parts, RequestBody::Incoming(body, received));
-    let sent_at = Instant::now();
-    let sent = backend.conns().send(upstream_req, &settings.connect).await;
-    let em = backend.metrics();
-    let (mut res, conn) = match sent {
-        Ok(ok) => ok,
-        Err(e) => {
-            em.request(metrics::CLASS_ERROR);
-            match &e {
-                ProxyError::Connect { .. } => em.connect_errors.inc(),
-                ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
-                ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
-                _ => {}
-            }
-            return Err(e);
-        }
-    };
-    let rtt = sent_at.elapsed();
-    lease.set_rtt(rtt);
-    em.request(metrics::status_class(res.status()));
-    if let Some(h) = &em.response_time {
-        h.observe(rtt.as_secs_f64());
-    }
+/// A copy of the request head and its buffered body, for retries.
+struct Replay {
+    method: Method,
+    headers: http::HeaderMap,
+    version: Version,
+    body: bytes::Bytes,
+}
 
-    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if let (true, Some(client_upgrade)) = (switching, on_upgrade) {
-        let upstream_upgrade = hyper::upgrade::on(&mut res);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
-        hdr::strip_hop_by_hop(res.headers_mut(), true);
-        res.headers_mut()
-            .insert(X_REQUEST_ID.clone(), request_id.clone());
-        let (parts, _) = res.into_parts();
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::full(bytes::Bytes::new()),
+impl Replay {
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Full(
+            (!self.body.is_empty()).then(|| self.body.clone()),
         ));
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone();
+        *req.version_mut() = self.version;
+        req
     }
+}
 
-    hdr::strip_hop_by_hop(res.headers_mut(), false);
-    res.headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
-    let (parts, body) = res.into_parts();
-    let conn = conn.map(|c| (c, settings.connect));
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, Some(lease), conn),
-    ))
+/// Buffers a body that is empty or of known length up to `max` bytes, so
+/// it can be replayed; gives back any other body untouched (`Err`).
+async fn replayable_body(
+    body: Incoming,
+    max: u64,
+    received: &prometheus::IntCounter,
+) -> Result<Result<bytes::Bytes, Incoming>, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(Ok(bytes::Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(len) if len <= max => {
+            let collected = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|_| ProxyError::BadRequest("request body ended early"))?
+                .to_bytes();
+            received.inc_by(collected.len() as u64);
+            Ok(Ok(collected))
+        }
+        _ => Ok(Err(body)),
+    }
+}
+
+/// Feeds the outcome of one upstream exchange to passive health (outlier
+/// ejection). Atomics only; the pool is scanned only when an ejection is
+/// about to happen.
+fn record_passive<T>(
+    pool: &Pool,
+    backend: &Backend,
+    sent: &Result<(Response<T>, Option<PooledConn>), SendError>,
+    policy: &PassivePolicy,
+    now: std::time::Instant,
+) {
+    let (outcome, reason) = match sent {
+        Ok((res, _)) => (Outcome::Status(res.status().as_u16()), 3),
+        Err(e) => match e.error {
+            ProxyError::Connect { .. } => (Outcome::ConnectError, 0),
+            ProxyError::Upstream { .. } => (Outcome::Reset, 1),
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                (Outcome::Timeout, 2)
+            }
+            _ => return,
+        },
+    };
+    if let Some(ejection) = passive::record(backend.health(), outcome, now, policy, || {
+        pool.ejection_counts(now)
+    }) {
+        if let Some(c) = backend.metrics().ejections.get(reason) {
+            c.inc();
+        }
+        tracing::warn!(
+            pool = %pool.name(),
+            endpoint = %backend.addr(),
+            reason = metrics::EJECTION_REASONS.get(reason).copied().unwrap_or("-"),
+            for_ms = ejection.duration.as_millis() as u64,
+            times_ejected = ejection.times_ejected,
+            "endpoint ejected"
+        );
+    }
 }
 
 /// Copies bytes both ways between an upgraded client connection and an

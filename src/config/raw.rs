@@ -147,6 +147,95 @@ pub struct RawPool {
     pub endpoints: Option<Vec<RawEndpoint>>,
     /// Per-pool metric options.
     pub metrics: Option<RawPoolMetrics>,
+    /// Active probes, passive ejection, panic threshold.
+    pub health: Option<RawHealth>,
+    /// Retry policy.
+    pub retries: Option<RawRetries>,
+}
+
+/// A pool's `health:` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Active probes.
+    pub active: Option<RawActive>,
+    /// Passive outlier ejection.
+    pub passive: Option<RawPassive>,
+    /// Percent of available endpoints below which the pool balances over all.
+    pub panic_threshold: Option<i64>,
+}
+
+/// `health.active:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActive {
+    /// `http` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<RawProbeType>,
+    /// HTTP path.
+    pub path: Option<String>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// HTTP Host header.
+    pub host: Option<String>,
+    /// Status ranges counted as healthy, e.g. `"200-399"`.
+    pub expected_statuses: Option<Vec<String>>,
+    /// Time between probe rounds.
+    pub interval: Option<ConfigDuration>,
+    /// Timeout of one probe.
+    pub timeout: Option<ConfigDuration>,
+    /// Random extra delay per round.
+    pub jitter: Option<ConfigDuration>,
+    /// Passing probes to turn healthy.
+    pub healthy_threshold: Option<i64>,
+    /// Failing probes to turn unhealthy.
+    pub unhealthy_threshold: Option<i64>,
+}
+
+/// Probe types.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawProbeType {
+    /// HTTP request.
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// `health.passive:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    /// Consecutive failures that eject.
+    pub consecutive_failures: Option<i64>,
+    /// Statuses counted as failures.
+    pub failure_statuses: Option<Vec<i64>>,
+    /// First ejection length.
+    pub base_ejection_time: Option<ConfigDuration>,
+    /// Cap on ejection length.
+    pub max_ejection_time: Option<ConfigDuration>,
+    /// Cap on the share of endpoints ejected at once.
+    pub max_ejection_percent: Option<i64>,
+}
+
+/// A pool's `retries:` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Total attempts including the first.
+    pub attempts: Option<i64>,
+    /// Statuses that make an idempotent request retry.
+    pub on_statuses: Option<Vec<i64>>,
+    /// Largest request body buffered so it can be replayed.
+    pub max_replay_body: Option<i64>,
+    /// Retries allowed per request, as a ratio.
+    pub budget_ratio: Option<f64>,
+    /// Retries always allowed per second.
+    pub budget_min_per_second: Option<i64>,
+    /// First backoff.
+    pub backoff_base: Option<ConfigDuration>,
+    /// Backoff cap.
+    pub backoff_max: Option<ConfigDuration>,
 }
 
 /// A pool's `metrics:` block.

@@ -18,13 +18,13 @@ use std::time::Duration;
 use super::duration::ConfigDuration;
 use super::error::{did_you_mean, ConfigError};
 use super::raw::{
-    self, RawAlgorithm, RawConfig, RawEndpoint, RawHostHeader, RawListener, RawLoad, RawPool,
-    RawProtocol, RawRoute,
+    self, RawAlgorithm, RawConfig, RawEndpoint, RawHealth, RawHostHeader, RawListener, RawLoad,
+    RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute,
 };
 use super::{
     AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, EndpointConfig, HeadersConfig,
-    HostHeader, HostMatch, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig, PoolTimeouts,
-    RouteConfig, ServerConfig, UpstreamProtocol,
+    HealthConfig, HostHeader, HostMatch, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig,
+    PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, UpstreamProtocol,
 };
 
 /// Admin listener address when `admin.bind` is absent: loopback only,
@@ -337,6 +337,258 @@ impl Validator<'_> {
                 .metrics
                 .and_then(|m| m.endpoint_histograms)
                 .unwrap_or(true),
+            health: self.health(&format!("{key}.health"), p.health)?,
+            retries: self.retries(&format!("{key}.retries"), p.retries)?,
+        })
+    }
+
+    fn int_in(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        let v = value.unwrap_or(default);
+        if v < min || v > max {
+            return Err(self.err(key, format!("must be between {min} and {max} (got {v})")));
+        }
+        Ok(v)
+    }
+
+    fn statuses(
+        &self,
+        key: &str,
+        codes: Option<Vec<i64>>,
+        default: &[u16],
+    ) -> Result<Vec<u16>, ConfigError> {
+        match codes {
+            None => Ok(default.to_vec()),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    u16::try_from(c)
+                        .ok()
+                        .filter(|c| (100..=599).contains(c))
+                        .ok_or_else(|| {
+                            self.err(
+                                format!("{key}[{i}]"),
+                                format!("{c} is not an HTTP status (100-599)"),
+                            )
+                        })
+                })
+                .collect(),
+        }
+    }
+
+    fn health(&self, key: &str, raw: Option<RawHealth>) -> Result<HealthConfig, ConfigError> {
+        use crate::health::active::{parse_status_range, ActivePolicy, ProbeKind};
+        use crate::health::passive::{PassivePolicy, StatusSet};
+        let Some(raw) = raw else {
+            return Ok(HealthConfig::default());
+        };
+        let active = match raw.active {
+            None => None,
+            Some(a) => {
+                let akey = format!("{key}.active");
+                let d = ActivePolicy::default();
+                let kind = match a.kind.unwrap_or(RawProbeType::Http) {
+                    RawProbeType::Tcp => {
+                        for (set, name) in [
+                            (a.path.is_some(), "path"),
+                            (a.method.is_some(), "method"),
+                            (a.host.is_some(), "host"),
+                            (a.expected_statuses.is_some(), "expected_statuses"),
+                        ] {
+                            if set {
+                                return Err(self.err(
+                                    format!("{akey}.{name}"),
+                                    "only meaningful with `type: http`",
+                                ));
+                            }
+                        }
+                        ProbeKind::Tcp
+                    }
+                    RawProbeType::Http => {
+                        let path = a.path.unwrap_or_else(|| "/".to_owned());
+                        if !path.starts_with('/')
+                            || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
+                        {
+                            return Err(self.err(
+                                format!("{akey}.path"),
+                                format!(
+                                    "`{path}` is not a valid request path (it must start with `/`)"
+                                ),
+                            ));
+                        }
+                        let method = match a.method {
+                            None => http::Method::GET,
+                            Some(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                                self.err(
+                                    format!("{akey}.method"),
+                                    format!("`{m}` is not an HTTP method"),
+                                )
+                            })?,
+                        };
+                        if let Some(h) = &a.host {
+                            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                                return Err(self.err(
+                                    format!("{akey}.host"),
+                                    format!("`{h}` is not a valid Host header"),
+                                ));
+                            }
+                        }
+                        let expected = match a.expected_statuses {
+                            None => vec![(200, 399)],
+                            Some(list) => list
+                                .iter()
+                                .enumerate()
+                                .map(|(i, r)| {
+                                    parse_status_range(r).ok_or_else(|| {
+                                        self.err(
+                                            format!("{akey}.expected_statuses[{i}]"),
+                                            format!(
+                                                "`{r}` is not a status or range like `200-399`"
+                                            ),
+                                        )
+                                    })
+                                })
+                                .collect::<Result<_, _>>()?,
+                        };
+                        ProbeKind::Http {
+                            method,
+                            path,
+                            host: a.host,
+                            expected,
+                        }
+                    }
+                };
+                Some(ActivePolicy {
+                    kind,
+                    interval: self.nonzero(&format!("{akey}.interval"), a.interval, d.interval)?,
+                    timeout: self.nonzero(&format!("{akey}.timeout"), a.timeout, d.timeout)?,
+                    jitter: or(a.jitter, d.jitter),
+                    healthy_threshold: self.int_in(
+                        &format!("{akey}.healthy_threshold"),
+                        a.healthy_threshold,
+                        2,
+                        1,
+                        1000,
+                    )? as u32,
+                    unhealthy_threshold: self.int_in(
+                        &format!("{akey}.unhealthy_threshold"),
+                        a.unhealthy_threshold,
+                        3,
+                        1,
+                        1000,
+                    )? as u32,
+                    ..d
+                })
+            }
+        };
+        let passive = match raw.passive {
+            None => None,
+            Some(p) => {
+                let pkey = format!("{key}.passive");
+                let d = PassivePolicy::default();
+                let base = self.nonzero(
+                    &format!("{pkey}.base_ejection_time"),
+                    p.base_ejection_time,
+                    d.base_ejection_time,
+                )?;
+                let max = or(p.max_ejection_time, d.max_ejection_time);
+                if max < base {
+                    return Err(self.err(
+                        format!("{pkey}.max_ejection_time"),
+                        "must not be shorter than base_ejection_time",
+                    ));
+                }
+                Some(PassivePolicy {
+                    consecutive_failures: self.int_in(
+                        &format!("{pkey}.consecutive_failures"),
+                        p.consecutive_failures,
+                        5,
+                        1,
+                        1000,
+                    )? as u32,
+                    base_ejection_time: base,
+                    max_ejection_time: max,
+                    max_ejection_percent: self.int_in(
+                        &format!("{pkey}.max_ejection_percent"),
+                        p.max_ejection_percent,
+                        50,
+                        0,
+                        100,
+                    )? as u8,
+                    failure_statuses: StatusSet::from_codes(self.statuses(
+                        &format!("{pkey}.failure_statuses"),
+                        p.failure_statuses,
+                        &[502, 503, 504],
+                    )?),
+                })
+            }
+        };
+        Ok(HealthConfig {
+            active,
+            passive,
+            panic_threshold: self.int_in(
+                &format!("{key}.panic_threshold"),
+                raw.panic_threshold,
+                0,
+                0,
+                100,
+            )? as u8,
+        })
+    }
+
+    fn retries(&self, key: &str, raw: Option<RawRetries>) -> Result<RetryConfig, ConfigError> {
+        let d = RetryConfig::default();
+        let Some(r) = raw else {
+            return Ok(d);
+        };
+        let ratio = r.budget_ratio.unwrap_or(d.budget_ratio);
+        if !(0.0..=10.0).contains(&ratio) {
+            return Err(self.err(
+                format!("{key}.budget_ratio"),
+                format!("must be between 0 and 10 (got {ratio})"),
+            ));
+        }
+        let backoff_base = or(r.backoff_base, d.backoff_base);
+        let backoff_max = or(r.backoff_max, d.backoff_max);
+        if backoff_max < backoff_base {
+            return Err(self.err(
+                format!("{key}.backoff_max"),
+                "must not be shorter than backoff_base",
+            ));
+        }
+        Ok(RetryConfig {
+            attempts: self.int_in(
+                &format!("{key}.attempts"),
+                r.attempts,
+                i64::from(d.attempts),
+                1,
+                10,
+            )? as u32,
+            on_statuses: self.statuses(&format!("{key}.on_statuses"), r.on_statuses, &[])?,
+            max_replay_body: self.int_in(
+                &format!("{key}.max_replay_body"),
+                r.max_replay_body,
+                64 * 1024,
+                0,
+                64 * 1024 * 1024,
+            )? as u64,
+            budget_ratio: ratio,
+            budget_min_per_second: self.int_in(
+                &format!("{key}.budget_min_per_second"),
+                r.budget_min_per_second,
+                10,
+                0,
+                1_000_000,
+            )? as u32,
+            backoff_base,
+            backoff_max,
         })
     }
 

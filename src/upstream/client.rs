@@ -61,6 +61,24 @@ pub(crate) struct ConnPool {
     h2_connect: tokio::sync::Mutex<()>,
 }
 
+/// A failed send, with the request if it was never written.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: ProxyError,
+    /// The request, when it provably never left weir.
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl From<ProxyError> for SendError {
+    fn from(error: ProxyError) -> Self {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// An HTTP/1 connection lent to one request; give it back with
 /// [`PooledConn::release`] once the response body has ended.
 #[derive(Debug)]
@@ -97,17 +115,41 @@ impl ConnPool {
     /// Sends `req` to this endpoint and waits for the response headers
     /// (bounded by the response-header timeout). For HTTP/1 the connection
     /// comes back with the response, to be released when its body ends.
+    ///
+    /// On failure, [`SendError::unsent`] gives the request back when it was
+    /// provably never written (connect failure, connection closed before
+    /// the request went out), which makes it safe to retry for any method.
     pub(crate) async fn send(
         &self,
         mut req: Request<RequestBody>,
         settings: &ConnectSettings,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), ProxyError> {
+    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
         match self.protocol {
             UpstreamProtocol::H2c => {
-                let mut sender = self.h2_sender(settings).await?;
-                let fut = sender.send_request(req);
-                let res = self.await_headers(fut, settings).await?;
-                Ok((res, None))
+                let mut sender = match self.h2_sender(settings).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                };
+                let fut = sender.try_send_request(req);
+                match tokio::time::timeout(settings.response_header_timeout, fut).await {
+                    Err(_) => Err(self.response_timeout(settings).into()),
+                    Ok(Ok(res)) => Ok((res, None)),
+                    Ok(Err(mut e)) => {
+                        let unsent = e.take_message();
+                        Err(SendError {
+                            error: ProxyError::Upstream {
+                                addr: self.addr,
+                                source: e.into_error(),
+                            },
+                            unsent,
+                        })
+                    }
+                }
             }
             UpstreamProtocol::Http1 => {
                 // A pooled connection may have been closed by the endpoint
@@ -116,7 +158,15 @@ impl ConnPool {
                 loop {
                     let (mut sender, reused) = match self.pop_idle(settings) {
                         Some(s) => (s, true),
-                        None => (self.connect_h1(settings).await?, false),
+                        None => match self.connect_h1(settings).await {
+                            Ok(s) => (s, false),
+                            Err(error) => {
+                                return Err(SendError {
+                                    error,
+                                    unsent: Some(req),
+                                })
+                            }
+                        },
                     };
                     if reused && sender.ready().await.is_err() {
                         continue;
@@ -124,19 +174,17 @@ impl ConnPool {
                     let fut = sender.try_send_request(req);
                     let res = tokio::time::timeout(settings.response_header_timeout, fut).await;
                     match res {
-                        Err(_) => {
-                            return Err(ProxyError::ResponseTimeout {
-                                addr: self.addr,
-                                timeout: settings.response_header_timeout,
-                            })
-                        }
+                        Err(_) => return Err(self.response_timeout(settings).into()),
                         Ok(Ok(res)) => return Ok((res, Some(PooledConn { sender }))),
                         Ok(Err(mut e)) => match e.take_message() {
                             Some(unsent) if reused => req = unsent,
-                            _ => {
-                                return Err(ProxyError::Upstream {
-                                    addr: self.addr,
-                                    source: e.into_error(),
+                            unsent => {
+                                return Err(SendError {
+                                    error: ProxyError::Upstream {
+                                        addr: self.addr,
+                                        source: e.into_error(),
+                                    },
+                                    unsent,
                                 })
                             }
                         },
@@ -146,24 +194,10 @@ impl ConnPool {
         }
     }
 
-    async fn await_headers<F>(
-        &self,
-        fut: F,
-        settings: &ConnectSettings,
-    ) -> Result<Response<Incoming>, ProxyError>
-    where
-        F: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
-    {
-        match tokio::time::timeout(settings.response_header_timeout, fut).await {
-            Err(_) => Err(ProxyError::ResponseTimeout {
-                addr: self.addr,
-                timeout: settings.response_header_timeout,
-            }),
-            Ok(Err(source)) => Err(ProxyError::Upstream {
-                addr: self.addr,
-                source,
-            }),
-            Ok(Ok(res)) => Ok(res),
+    fn response_timeout(&self, settings: &ConnectSettings) -> ProxyError {
+        ProxyError::ResponseTimeout {
+            addr: self.addr,
+            timeout: settings.response_header_timeout,
         }
     }
 

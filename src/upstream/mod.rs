@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use crate::balance::{Endpoint, EndpointLoad};
 use crate::config::UpstreamProtocol;
+use crate::health::{HealthCell, Probed};
 use crate::metrics::EndpointMetrics;
 
-pub use client::{ConnectSettings, PooledConn};
+pub use client::{ConnectSettings, PooledConn, SendError};
 pub use pool::{BackendSet, Pool, PoolSettings};
 
 /// One endpoint of a pool.
@@ -34,6 +35,7 @@ pub struct Backend {
     load: EndpointLoad,
     conns: client::ConnPool,
     metrics: EndpointMetrics,
+    health: HealthCell,
 }
 
 impl Backend {
@@ -50,6 +52,7 @@ impl Backend {
             load: EndpointLoad::default(),
             conns: client::ConnPool::new(addr, protocol),
             metrics,
+            health: HealthCell::new(),
         }
     }
 
@@ -73,6 +76,11 @@ impl Backend {
         self.conns.idle_count()
     }
 
+    /// Active verdict and passive ejection state.
+    pub fn health(&self) -> &HealthCell {
+        &self.health
+    }
+
     pub(crate) fn conns(&self) -> &client::ConnPool {
         &self.conns
     }
@@ -87,8 +95,18 @@ impl Endpoint for Backend {
         &self.load
     }
 
-    fn is_available(&self, _now: Instant) -> bool {
-        true
+    fn is_available(&self, now: Instant) -> bool {
+        self.health.is_available(now)
+    }
+}
+
+impl Probed for Backend {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn health(&self) -> &HealthCell {
+        &self.health
     }
 }
 
