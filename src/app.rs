@@ -211,13 +211,16 @@ impl Weir {
 }
 
 /// Background tasks per pool instance; started at startup and whenever a
-/// reload builds a new pool instance, cancelled when it leaves: today the
-/// active health probes of pools that configure them.
+/// reload builds a new pool instance, cancelled when it leaves: one driver
+/// per discovery source, and the active health probes.
 fn pool_task_spawner() -> PoolTaskSpawner {
     Arc::new(move |pool, config, cancel, tasks| {
         let Some(pc) = config.pools.iter().find(|p| *p.name == **pool.name()) else {
             return;
         };
+        for (i, source) in pc.discovery.iter().enumerate() {
+            crate::discovery::spawn(pool, i, source, cancel.child_token(), tasks);
+        }
         let Some(policy) = pc.health.active.clone() else {
             return;
         };

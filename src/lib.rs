@@ -36,6 +36,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod metrics;

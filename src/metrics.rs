@@ -105,6 +105,9 @@ struct Families {
     health_transitions: IntCounterVec,
     health_probes: IntCounterVec,
     probe_duration: HistogramVec,
+    discovery_refreshes: IntCounterVec,
+    discovery_endpoints: IntGaugeVec,
+    discovery_last_success: prometheus::GaugeVec,
     last_reload_success: IntGauge,
     last_reload_timestamp: Gauge,
     refs: Mutex<HashMap<SeriesKey, usize>>,
@@ -115,6 +118,7 @@ enum SeriesKey {
     Route(String, String),
     Pool(String),
     Endpoint(String, String),
+    Source(String, String),
 }
 
 /// Removes a label set's series when its last owner is dropped.
@@ -176,6 +180,19 @@ impl Families {
                 }
                 let _ = self.budget_exhausted.remove_label_values(&[pool]);
                 let _ = self.probe_duration.remove_label_values(&[pool]);
+            }
+            SeriesKey::Source(pool, source) => {
+                for result in ["success", "failure"] {
+                    let _ = self
+                        .discovery_refreshes
+                        .remove_label_values(&[pool, source, result]);
+                }
+                let _ = self
+                    .discovery_endpoints
+                    .remove_label_values(&[pool, source]);
+                let _ = self
+                    .discovery_last_success
+                    .remove_label_values(&[pool, source]);
             }
             SeriesKey::Endpoint(pool, ep) => {
                 for c in CLASSES {
@@ -250,7 +267,60 @@ pub struct PoolMetrics {
     pub budget_exhausted: IntCounter,
     /// Active probe latency.
     pub probe_duration: Histogram,
+    families: Arc<Families>,
+    pool: String,
     _guard: SeriesGuard,
+}
+
+impl PoolMetrics {
+    /// Handles for one discovery source of this pool.
+    pub fn discovery(&self, source: &str) -> DiscoveryMetrics {
+        let f = &self.families;
+        let labels = [self.pool.as_str(), source];
+        DiscoveryMetrics {
+            ok: f
+                .discovery_refreshes
+                .with_label_values(&[self.pool.as_str(), source, "success"]),
+            failed: f.discovery_refreshes.with_label_values(&[
+                self.pool.as_str(),
+                source,
+                "failure",
+            ]),
+            endpoints: f.discovery_endpoints.with_label_values(&labels),
+            last_success: f.discovery_last_success.with_label_values(&labels),
+            _guard: f.guard(SeriesKey::Source(self.pool.clone(), source.to_owned())),
+        }
+    }
+}
+
+/// Handles for one discovery source.
+#[derive(Debug)]
+pub struct DiscoveryMetrics {
+    ok: IntCounter,
+    failed: IntCounter,
+    endpoints: IntGauge,
+    last_success: Gauge,
+    _guard: SeriesGuard,
+}
+
+impl DiscoveryMetrics {
+    /// Counts one refresh.
+    pub fn refresh(&self, success: bool) {
+        if success {
+            self.ok.inc();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.last_success.set(now);
+        } else {
+            self.failed.inc();
+        }
+    }
+
+    /// Endpoints the source contributes now.
+    pub fn endpoints(&self, n: usize) {
+        self.endpoints.set(n as i64);
+    }
 }
 
 /// Handles for one endpoint of one pool.
@@ -472,6 +542,34 @@ impl Metrics {
                 "Active health probe latency, by pool.",
                 &["pool"],
             )?,
+            discovery_refreshes: counter_vec(
+                &r,
+                "weir_discovery_refreshes_total",
+                "Discovery refreshes by pool, source and result (`success` or `failure`).",
+                &["pool", "source", "result"],
+            )?,
+            discovery_endpoints: {
+                let v = IntGaugeVec::new(
+                    Opts::new(
+                        "weir_discovery_endpoints",
+                        "Endpoints a discovery source contributes to its pool.",
+                    ),
+                    &["pool", "source"],
+                )?;
+                r.register(Box::new(v.clone()))?;
+                v
+            },
+            discovery_last_success: {
+                let v = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "weir_discovery_last_success_timestamp_seconds",
+                        "Unix time of a discovery source's last successful refresh.",
+                    ),
+                    &["pool", "source"],
+                )?;
+                r.register(Box::new(v.clone()))?;
+                v
+            },
             last_reload_success,
             last_reload_timestamp,
             registry: r,
@@ -515,6 +613,8 @@ impl Metrics {
             retries: RETRY_REASONS.map(|r| f.retries.with_label_values(&[pool, r])),
             budget_exhausted: f.budget_exhausted.with_label_values(&[pool]),
             probe_duration: f.probe_duration.with_label_values(&[pool]),
+            families: Arc::clone(f),
+            pool: pool.to_owned(),
             _guard: f.guard(SeriesKey::Pool(pool.to_owned())),
         }
     }

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing::RoutingTable;
-use crate::upstream::{Backend, Pool};
+use crate::upstream::Pool;
 
 /// What a route leads to: the pool and the route's metric handles.
 #[derive(Clone, Debug)]
@@ -65,16 +65,10 @@ impl Snapshot {
             });
             let pool = match old {
                 Some((old_cfg, old_pool)) if old_cfg == pc => Arc::clone(old_pool),
-                Some((_, old_pool)) => {
-                    let reuse: HashMap<SocketAddr, Arc<Backend>> = old_pool
-                        .backends()
-                        .backends()
-                        .iter()
-                        .map(|b| (b.addr(), Arc::clone(b)))
-                        .collect();
-                    Arc::new(Pool::new(pc, &reuse, metrics))
+                Some((old_cfg, old_pool)) => {
+                    Arc::new(Pool::new(pc, Some((old_cfg, old_pool)), metrics))
                 }
-                None => Arc::new(Pool::new(pc, &HashMap::new(), metrics)),
+                None => Arc::new(Pool::new(pc, None, metrics)),
             };
             pools.push(pool);
         }

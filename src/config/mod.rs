@@ -136,6 +136,110 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     /// Retry policy (`retries:`).
     pub retries: RetryConfig,
+    /// Registry sources (`discovery:`), merged with `endpoints`.
+    pub discovery: Vec<DiscoveryConfig>,
+}
+
+/// One entry of a pool's `discovery:` list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Name in metrics, logs and `/status`. Default `<kind>[<index>]`.
+    pub name: String,
+    /// After this long without a successful refresh, the source's last good
+    /// endpoints are dropped. Default: kept until the registry answers.
+    pub max_stale: Option<Duration>,
+    /// The registry and how to query it.
+    pub kind: SourceKind,
+}
+
+/// The registry behind a discovery source.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceKind {
+    /// DNS A/AAAA/SRV records.
+    Dns(DnsConfig),
+    /// Keys under a prefix in etcd v3.
+    Etcd(EtcdConfig),
+    /// A service in Consul's catalog.
+    Consul(ConsulConfig),
+    /// A JSON list served over HTTP.
+    Http(HttpSourceConfig),
+}
+
+/// DNS record type to query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// IPv4 addresses (needs `port`).
+    A,
+    /// IPv6 addresses (needs `port`).
+    Aaaa,
+    /// Service records: target, port, priority (tier), weight.
+    Srv,
+}
+
+/// `discovery: - dns: {...}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsConfig {
+    /// Name to resolve.
+    pub name: String,
+    /// Record type. Default A.
+    pub record: DnsRecord,
+    /// Port for A/AAAA answers.
+    pub port: Option<u16>,
+    /// Resolver `ip:port`; default: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// Lower bound on the refresh interval (TTLs below it are raised). Default 1s.
+    pub min_interval: Duration,
+    /// Upper bound on the refresh interval (TTLs above it are lowered). Default 60s.
+    pub max_interval: Duration,
+    /// Query timeout. Default 2s.
+    pub timeout: Duration,
+}
+
+/// `discovery: - etcd: {...}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://host:2379`); tried in order, failing over.
+    pub endpoints: Vec<String>,
+    /// Key prefix; one key per endpoint below it.
+    pub prefix: String,
+    /// Basic-auth user (etcd authentication).
+    pub username: Option<String>,
+    /// Basic-auth password.
+    pub password: Option<String>,
+    /// Range-read interval when watching is not possible. Default 30s.
+    pub poll_interval: Duration,
+    /// Request timeout. Default 5s.
+    pub timeout: Duration,
+}
+
+/// `discovery: - consul: {...}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsulConfig {
+    /// Agent URL. Default `http://127.0.0.1:8500`.
+    pub address: String,
+    /// Service name.
+    pub service: String,
+    /// Only instances carrying all of these tags.
+    pub tags: Vec<String>,
+    /// Only instances whose checks pass. Default true.
+    pub passing_only: bool,
+    /// Datacenter; default the agent's.
+    pub datacenter: Option<String>,
+    /// ACL token (`X-Consul-Token`).
+    pub token: Option<String>,
+    /// Blocking-query wait. Default 30s.
+    pub wait: Duration,
+}
+
+/// `discovery: - http: {...}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSourceConfig {
+    /// URL returning a JSON list of endpoints.
+    pub url: String,
+    /// Poll interval. Default 5s.
+    pub interval: Duration,
+    /// Request timeout. Default 5s.
+    pub timeout: Duration,
 }
 
 /// A pool's `health:` block.

@@ -151,6 +151,124 @@ pub struct RawPool {
     pub health: Option<RawHealth>,
     /// Retry policy.
     pub retries: Option<RawRetries>,
+    /// Registry sources. Each entry is a one-key map (`- dns: {...}`),
+    /// which serde_yaml only reads as an enum through `singleton_map`.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub discovery: Option<Vec<RawSource>>,
+}
+
+/// One `discovery:` entry: a map with one key naming the registry.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSource {
+    /// `dns: {...}`.
+    Dns(RawDns),
+    /// `etcd: {...}`.
+    Etcd(RawEtcd),
+    /// `consul: {...}`.
+    Consul(RawConsul),
+    /// `http: {...}`.
+    Http(RawHttpSource),
+}
+
+/// DNS record types.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum RawDnsRecord {
+    /// `A`.
+    A,
+    /// `AAAA`.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    /// `SRV`.
+    #[serde(rename = "SRV")]
+    Srv,
+}
+
+/// `dns:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Source name.
+    pub source_name: Option<String>,
+    /// Staleness bound.
+    pub max_stale: Option<ConfigDuration>,
+    /// Name to resolve.
+    pub name: String,
+    /// Record type.
+    #[serde(rename = "type")]
+    pub record: Option<RawDnsRecord>,
+    /// Port for A/AAAA.
+    pub port: Option<i64>,
+    /// Resolver address.
+    pub resolver: Option<String>,
+    /// Lower refresh bound.
+    pub min_interval: Option<ConfigDuration>,
+    /// Upper refresh bound.
+    pub max_interval: Option<ConfigDuration>,
+    /// Query timeout.
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `etcd:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    /// Source name.
+    pub source_name: Option<String>,
+    /// Staleness bound.
+    pub max_stale: Option<ConfigDuration>,
+    /// Client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix.
+    pub prefix: String,
+    /// User.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Fallback poll interval.
+    pub poll_interval: Option<ConfigDuration>,
+    /// Request timeout.
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `consul:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsul {
+    /// Source name.
+    pub source_name: Option<String>,
+    /// Staleness bound.
+    pub max_stale: Option<ConfigDuration>,
+    /// Agent URL.
+    pub address: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Tag filter.
+    pub tags: Option<Vec<String>>,
+    /// Passing only.
+    pub passing_only: Option<bool>,
+    /// Datacenter.
+    pub datacenter: Option<String>,
+    /// ACL token.
+    pub token: Option<String>,
+    /// Blocking wait.
+    pub wait: Option<ConfigDuration>,
+}
+
+/// `http:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSource {
+    /// Source name.
+    pub source_name: Option<String>,
+    /// Staleness bound.
+    pub max_stale: Option<ConfigDuration>,
+    /// URL.
+    pub url: String,
+    /// Poll interval.
+    pub interval: Option<ConfigDuration>,
+    /// Request timeout.
+    pub timeout: Option<ConfigDuration>,
 }
 
 /// A pool's `health:` block.

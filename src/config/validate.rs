@@ -18,13 +18,14 @@ use std::time::Duration;
 use super::duration::ConfigDuration;
 use super::error::{did_you_mean, ConfigError};
 use super::raw::{
-    self, RawAlgorithm, RawConfig, RawEndpoint, RawHealth, RawHostHeader, RawListener, RawLoad,
-    RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute,
+    self, RawAlgorithm, RawConfig, RawDnsRecord, RawEndpoint, RawHealth, RawHostHeader,
+    RawListener, RawLoad, RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute, RawSource,
 };
 use super::{
-    AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, EndpointConfig, HeadersConfig,
-    HealthConfig, HostHeader, HostMatch, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig,
-    PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, UpstreamProtocol,
+    AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, ConsulConfig, DiscoveryConfig,
+    DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig, HealthConfig, HostHeader,
+    HostMatch, HttpSourceConfig, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig,
+    PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, SourceKind, UpstreamProtocol,
 };
 
 /// Admin listener address when `admin.bind` is absent: loopback only,
@@ -287,8 +288,10 @@ impl Validator<'_> {
             idle: or(t.idle, global.idle),
         };
 
+        let discovery = self.discovery(&format!("{key}.discovery"), p.discovery)?;
         let endpoints = match p.endpoints {
             Some(list) if !list.is_empty() => list,
+            _ if !discovery.is_empty() => Vec::new(),
             _ => {
                 return Err(self.err(
                     format!("{key}.endpoints"),
@@ -339,6 +342,7 @@ impl Validator<'_> {
                 .unwrap_or(true),
             health: self.health(&format!("{key}.health"), p.health)?,
             retries: self.retries(&format!("{key}.retries"), p.retries)?,
+            discovery,
         })
     }
 
@@ -541,6 +545,187 @@ impl Validator<'_> {
                 100,
             )? as u8,
         })
+    }
+
+    fn url(&self, key: &str, url: &str) -> Result<String, ConfigError> {
+        match http::Uri::try_from(url) {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Ok(url.to_owned()),
+            Ok(u) if u.scheme_str() == Some("https") => Err(self.err(
+                key,
+                format!("`{url}`: https registries are not supported yet; use http:// (e.g. on a private network or a local agent)"),
+            )),
+            _ => Err(self.err(key, format!("`{url}` is not an http:// URL"))),
+        }
+    }
+
+    fn discovery(
+        &self,
+        key: &str,
+        raw: Option<Vec<RawSource>>,
+    ) -> Result<Vec<DiscoveryConfig>, ConfigError> {
+        let mut out: Vec<DiscoveryConfig> = Vec::new();
+        for (i, src) in raw.unwrap_or_default().into_iter().enumerate() {
+            let skey = format!("{key}[{i}]");
+            let (kind_name, source_name, max_stale) = match &src {
+                RawSource::Dns(d) => ("dns", d.source_name.clone(), d.max_stale),
+                RawSource::Etcd(e) => ("etcd", e.source_name.clone(), e.max_stale),
+                RawSource::Consul(c) => ("consul", c.source_name.clone(), c.max_stale),
+                RawSource::Http(h) => ("http", h.source_name.clone(), h.max_stale),
+            };
+            let ikey = format!("{skey}.{kind_name}");
+            let name = source_name.unwrap_or_else(|| format!("{kind_name}[{i}]"));
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.err(
+                    format!("{ikey}.source_name"),
+                    format!("duplicate source name `{name}`"),
+                ));
+            }
+            let kind = match src {
+                RawSource::Dns(d) => {
+                    let record = match d.record.unwrap_or(RawDnsRecord::A) {
+                        RawDnsRecord::A => DnsRecord::A,
+                        RawDnsRecord::Aaaa => DnsRecord::Aaaa,
+                        RawDnsRecord::Srv => DnsRecord::Srv,
+                    };
+                    let port = match (record, d.port) {
+                        (DnsRecord::Srv, Some(_)) => {
+                            return Err(self.err(
+                                format!("{ikey}.port"),
+                                "SRV records carry their own ports; remove `port`",
+                            ))
+                        }
+                        (DnsRecord::Srv, None) => None,
+                        (_, None) => {
+                            return Err(self
+                                .err(format!("{ikey}.port"), "A and AAAA records need a `port`"))
+                        }
+                        (_, Some(p)) => {
+                            Some(self.int_in(&format!("{ikey}.port"), Some(p), 0, 1, 65535)? as u16)
+                        }
+                    };
+                    if d.name.trim().is_empty() {
+                        return Err(self.err(format!("{ikey}.name"), "empty DNS name"));
+                    }
+                    let resolver = match d.resolver {
+                        None => None,
+                        Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
+                            self.err(
+                                format!("{ikey}.resolver"),
+                                format!("`{r}` is not an ip:port"),
+                            )
+                        })?),
+                    };
+                    let min_interval = self.nonzero(
+                        &format!("{ikey}.min_interval"),
+                        d.min_interval,
+                        Duration::from_secs(1),
+                    )?;
+                    let max_interval = or(d.max_interval, Duration::from_secs(60));
+                    if max_interval < min_interval {
+                        return Err(self.err(
+                            format!("{ikey}.max_interval"),
+                            "must not be shorter than min_interval",
+                        ));
+                    }
+                    SourceKind::Dns(DnsConfig {
+                        name: d.name,
+                        record,
+                        port,
+                        resolver,
+                        min_interval,
+                        max_interval,
+                        timeout: self.nonzero(
+                            &format!("{ikey}.timeout"),
+                            d.timeout,
+                            Duration::from_secs(2),
+                        )?,
+                    })
+                }
+                RawSource::Etcd(e) => {
+                    if e.endpoints.is_empty() {
+                        return Err(self.err(
+                            format!("{ikey}.endpoints"),
+                            "at least one etcd client URL is needed",
+                        ));
+                    }
+                    let endpoints = e
+                        .endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(j, u)| self.url(&format!("{ikey}.endpoints[{j}]"), u))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if e.prefix.is_empty() {
+                        return Err(self.err(
+                            format!("{ikey}.prefix"),
+                            "empty prefix would read the whole keyspace",
+                        ));
+                    }
+                    if e.username.is_some() != e.password.is_some() {
+                        return Err(self.err(
+                            format!("{ikey}.username"),
+                            "`username` and `password` go together",
+                        ));
+                    }
+                    SourceKind::Etcd(EtcdConfig {
+                        endpoints,
+                        prefix: e.prefix,
+                        username: e.username,
+                        password: e.password,
+                        poll_interval: self.nonzero(
+                            &format!("{ikey}.poll_interval"),
+                            e.poll_interval,
+                            Duration::from_secs(30),
+                        )?,
+                        timeout: self.nonzero(
+                            &format!("{ikey}.timeout"),
+                            e.timeout,
+                            Duration::from_secs(5),
+                        )?,
+                    })
+                }
+                RawSource::Consul(c) => {
+                    let address = c
+                        .address
+                        .unwrap_or_else(|| "http://127.0.0.1:8500".to_owned());
+                    let address = self.url(&format!("{ikey}.address"), &address)?;
+                    if c.service.is_empty() {
+                        return Err(self.err(format!("{ikey}.service"), "empty service name"));
+                    }
+                    SourceKind::Consul(ConsulConfig {
+                        address,
+                        service: c.service,
+                        tags: c.tags.unwrap_or_default(),
+                        passing_only: c.passing_only.unwrap_or(true),
+                        datacenter: c.datacenter,
+                        token: c.token,
+                        wait: self.nonzero(
+                            &format!("{ikey}.wait"),
+                            c.wait,
+                            Duration::from_secs(30),
+                        )?,
+                    })
+                }
+                RawSource::Http(h) => SourceKind::Http(HttpSourceConfig {
+                    url: self.url(&format!("{ikey}.url"), &h.url)?,
+                    interval: self.nonzero(
+                        &format!("{ikey}.interval"),
+                        h.interval,
+                        Duration::from_secs(5),
+                    )?,
+                    timeout: self.nonzero(
+                        &format!("{ikey}.timeout"),
+                        h.timeout,
+                        Duration::from_secs(5),
+                    )?,
+                }),
+            };
+            out.push(DiscoveryConfig {
+                name,
+                max_stale: max_stale.map(|d| d.0),
+                kind,
+            });
+        }
+        Ok(out)
     }
 
     fn retries(&self, key: &str, raw: Option<RawRetries>) -> Result<RetryConfig, ConfigError> {

@@ -151,6 +151,19 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    let now = std::time::Instant::now();
+    let wall = |d: Option<std::time::Duration>| {
+        d.map(|d| {
+            std::time::SystemTime::now()
+                .checked_add(d)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |t| t.as_secs_f64())
+        })
+    };
+    let unix = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    };
     let pools: Vec<serde_json::Value> = snap
         .pools
         .iter()
@@ -160,15 +173,58 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
                 .backends()
                 .iter()
                 .map(|b| {
+                    let h = b.health();
+                    let ejected_for = h.ejection_remaining(now);
+                    let active = h.active() == crate::health::Health::Healthy;
+                    let state = match (b.is_available(now), active, ejected_for.is_some()) {
+                        (true, _, _) => "available",
+                        (false, false, _) => "unhealthy",
+                        (false, true, true) => "ejected",
+                        (false, true, false) => "unavailable",
+                    };
+                    let probe = h.last_probe().map(|p| {
+                        serde_json::json!({
+                            "ok": p.ok,
+                            "latency_ms": p.latency.as_secs_f64() * 1000.0,
+                            "at": unix(Some(p.at)),
+                            "error": p.error,
+                        })
+                    });
                     serde_json::json!({
                         "address": b.addr().to_string(),
                         "weight": b.weight(),
+                        "state": state,
+                        "healthy": active,
+                        "ejected_until": wall(ejected_for),
+                        "times_ejected": h.times_ejected(),
+                        "consecutive_failures": h.fail_streak(),
+                        "last_probe": probe,
                         "in_flight": b.in_flight(),
                         "idle_connections": b.idle_connections(),
+                        "sources": pool.provenance(b.addr()),
                     })
                 })
                 .collect();
-            serde_json::json!({ "name": &**pool.name(), "endpoints": endpoints })
+            let sources: Vec<serde_json::Value> = pool
+                .sources()
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "state": s.state,
+                        "endpoints": s.endpoints,
+                        "last_success": unix(s.last_success),
+                        "last_error": s.last_error,
+                        "consecutive_errors": s.consecutive_errors,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": &**pool.name(),
+                "panic": pool.in_panic(),
+                "endpoints": endpoints,
+                "sources": sources,
+            })
         })
         .collect();
     let routes: Vec<serde_json::Value> = snap

@@ -11,10 +11,10 @@
 //! atomic load. Entering and leaving panic is logged and shown by the
 //! `weir_pool_panic` gauge.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,7 @@ use crate::balance::{Endpoint, EndpointLoad, Selector, SelectorOptions};
 use crate::config::{
     BalanceConfig, HostHeader, LoadMetric, PoolConfig, RetryConfig, UpstreamProtocol,
 };
+use crate::discovery::{Endpoint as DiscoveredEndpoint, EndpointSet, SourceStatus};
 use crate::error::ProxyError;
 use crate::health::PassivePolicy;
 use crate::metrics::{Metrics, PoolMetrics};
@@ -63,32 +64,58 @@ impl Endpoint for PanicView {
     }
 }
 
-/// The current endpoints of a pool with the selector built for them.
-///
-/// Immutable: a change of endpoints builds a new set (reusing `Arc<Backend>`s
-/// by address) and swaps it in whole, so a request sees either the old or
-/// the new list, never a mix.
+/// One failover tier: the endpoints of one priority and their selector.
 #[derive(Debug)]
-pub struct BackendSet {
+struct Tier {
     backends: Box<[Arc<Backend>]>,
     panic_view: Box<[PanicView]>,
     selector: Selector,
 }
 
+/// The current endpoints of a pool with the selectors built for them.
+///
+/// Immutable: a change of endpoints builds a new set (reusing `Arc<Backend>`s
+/// by address) and swaps it in whole, so a request sees either the old or
+/// the new list, never a mix. Endpoints are grouped in tiers by priority
+/// (DNS SRV); almost every pool has exactly one.
+#[derive(Debug)]
+pub struct BackendSet {
+    backends: Box<[Arc<Backend>]>,
+    tiers: Box<[Tier]>,
+}
+
 impl BackendSet {
-    /// Builds a set and its selector.
+    /// Builds a set of one tier.
     pub fn new(backends: Vec<Arc<Backend>>, options: &SelectorOptions) -> Self {
-        let panic_view = backends.iter().map(|b| PanicView(Arc::clone(b))).collect();
-        let backends = backends.into_boxed_slice();
-        let selector = Selector::with_options(options.clone(), &backends);
+        Self::with_priorities(backends.into_iter().map(|b| (b, 0)).collect(), options)
+    }
+
+    /// Builds a set whose endpoints carry priorities (lower is preferred).
+    pub fn with_priorities(
+        mut backends: Vec<(Arc<Backend>, u16)>,
+        options: &SelectorOptions,
+    ) -> Self {
+        backends.sort_by_key(|(b, p)| (*p, b.addr()));
+        let mut tiers = Vec::new();
+        let mut rest = backends.as_slice();
+        while let Some((_, p)) = rest.first() {
+            let n = rest.iter().take_while(|(_, q)| q == p).count();
+            let (tier, tail) = rest.split_at(n);
+            rest = tail;
+            let list: Box<[Arc<Backend>]> = tier.iter().map(|(b, _)| Arc::clone(b)).collect();
+            tiers.push(Tier {
+                panic_view: list.iter().map(|b| PanicView(Arc::clone(b))).collect(),
+                selector: Selector::with_options(options.clone(), &list),
+                backends: list,
+            });
+        }
         BackendSet {
-            backends,
-            panic_view,
-            selector,
+            backends: backends.into_iter().map(|(b, _)| b).collect(),
+            tiers: tiers.into_boxed_slice(),
         }
     }
 
-    /// The backends, in a stable order.
+    /// The backends, in tier then address order.
     pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
     }
@@ -105,6 +132,10 @@ pub struct Pool {
     settings: PoolSettings,
     selector_options: SelectorOptions,
     set: ArcSwap<BackendSet>,
+    static_endpoints: EndpointSet,
+    discovery: Mutex<DiscoveryState>,
+    families: Metrics,
+    endpoint_histograms: bool,
     metrics: PoolMetrics,
     budget: Budget,
     panic: AtomicBool,
@@ -112,16 +143,25 @@ pub struct Pool {
     base: Instant,
 }
 
+/// What the pool's discovery sources last reported.
+#[derive(Debug, Default)]
+struct DiscoveryState {
+    sets: Vec<Option<EndpointSet>>,
+    status: Vec<SourceStatus>,
+}
+
 /// How often the panic share is recomputed on the hot path.
 const PANIC_RECHECK: Duration = Duration::from_millis(100);
 
 impl Pool {
-    /// Builds a pool from its validated config. `reuse` offers backends of a
-    /// previous incarnation of the pool; one with the same address, weight
-    /// and protocol is kept, with its load, health and connections.
+    /// Builds a pool from its validated config. `previous` is the pool's
+    /// earlier incarnation, if a reload changed it: its backends are reused
+    /// by address (with their load, health and connections) and its
+    /// discovery sources' last sets are kept for every source whose config
+    /// is unchanged, so the new pool serves the same endpoints at once.
     pub fn new(
         config: &PoolConfig,
-        reuse: &HashMap<SocketAddr, Arc<Backend>>,
+        previous: Option<(&PoolConfig, &Pool)>,
         metrics: &Metrics,
     ) -> Self {
         let settings = PoolSettings {
@@ -137,29 +177,44 @@ impl Pool {
             retries: config.retries.clone(),
             panic_threshold: config.health.panic_threshold,
         };
-        let selector_options = selector_options(&config.balance);
-        let backends = config
-            .endpoints
-            .iter()
-            .map(|ep| match reuse.get(&ep.address) {
-                Some(b) if b.weight() == ep.weight && b.conns().protocol() == config.protocol => {
-                    Arc::clone(b)
+        let mut static_endpoints = EndpointSet::new();
+        for ep in &config.endpoints {
+            static_endpoints.insert(ep.address, ep.weight, 0);
+        }
+        let mut state = DiscoveryState {
+            sets: vec![None; config.discovery.len()],
+            status: config
+                .discovery
+                .iter()
+                .map(|d| SourceStatus {
+                    name: d.name.clone(),
+                    state: "pending",
+                    ..SourceStatus::default()
+                })
+                .collect(),
+        };
+        if let Some((old_cfg, old)) = previous {
+            if let Ok(old_state) = old.discovery.lock() {
+                for (i, d) in config.discovery.iter().enumerate() {
+                    let same = old_cfg.discovery.iter().position(|o| o == d);
+                    if let Some(j) = same {
+                        if let (Some(slot), Some(set)) =
+                            (state.sets.get_mut(i), old_state.sets.get(j))
+                        {
+                            slot.clone_from(set);
+                        }
+                        if let (Some(slot), Some(st)) =
+                            (state.status.get_mut(i), old_state.status.get(j))
+                        {
+                            slot.clone_from(st);
+                        }
+                    }
                 }
-                _ => Arc::new(Backend::new(
-                    ep.address,
-                    ep.weight,
-                    config.protocol,
-                    metrics.endpoint(
-                        &config.name,
-                        &ep.address.to_string(),
-                        config.endpoint_histograms,
-                    ),
-                )),
-            })
-            .collect();
-        let set = BackendSet::new(backends, &selector_options);
+            }
+        }
         let now = Instant::now();
-        Pool {
+        let selector_options = selector_options(&config.balance);
+        let pool = Pool {
             name: config.name.as_str().into(),
             budget: Budget::new(
                 config.retries.budget_ratio,
@@ -167,13 +222,119 @@ impl Pool {
                 now,
             ),
             settings,
+            set: ArcSwap::from_pointee(BackendSet::new(Vec::new(), &selector_options)),
             selector_options,
-            set: ArcSwap::from_pointee(set),
+            static_endpoints,
+            discovery: Mutex::new(DiscoveryState::default()),
+            families: metrics.clone(),
+            endpoint_histograms: config.endpoint_histograms,
             metrics: metrics.pool(&config.name),
             panic: AtomicBool::new(false),
             panic_checked_ms: AtomicU64::new(0),
             base: now,
+        };
+        let reuse: Vec<Arc<Backend>> = previous
+            .map(|(_, old)| old.backends().backends().to_vec())
+            .unwrap_or_default();
+        pool.rebuild(&state.sets, &reuse);
+        if let Ok(mut slot) = pool.discovery.lock() {
+            *slot = state;
         }
+        pool
+    }
+
+    /// Merges the static endpoints with every source's set and swaps in the
+    /// result, reusing backends by address (see the module docs of
+    /// `crate::discovery` for the precedence rule).
+    fn rebuild(&self, sets: &[Option<EndpointSet>], reuse: &[Arc<Backend>]) {
+        let mut merged: BTreeMap<SocketAddr, DiscoveredEndpoint> = self.static_endpoints.0.clone();
+        for set in sets.iter().flatten() {
+            for (addr, ep) in &set.0 {
+                merged.entry(*addr).or_insert(*ep);
+            }
+        }
+        let current = self.set.load();
+        let find = |addr: SocketAddr, weight: u32| {
+            current
+                .backends()
+                .iter()
+                .chain(reuse.iter())
+                .find(|b| {
+                    b.addr() == addr
+                        && b.weight() == weight
+                        && b.conns().protocol() == self.settings.protocol
+                })
+                .cloned()
+        };
+        let backends: Vec<(Arc<Backend>, u16)> = merged
+            .into_iter()
+            .map(|(addr, ep)| {
+                let b = find(addr, ep.weight).unwrap_or_else(|| {
+                    Arc::new(Backend::new(
+                        addr,
+                        ep.weight,
+                        self.settings.protocol,
+                        self.families.endpoint(
+                            &self.name,
+                            &addr.to_string(),
+                            self.endpoint_histograms,
+                        ),
+                    ))
+                });
+                (b, ep.priority)
+            })
+            .collect();
+        self.set.store(Arc::new(BackendSet::with_priorities(
+            backends,
+            &self.selector_options,
+        )));
+    }
+
+    /// Replaces the contribution of discovery source `index` (`None` drops
+    /// it) and rebuilds the backend set. Control plane, called by the
+    /// source's driver.
+    pub fn update_source(&self, index: usize, set: Option<&EndpointSet>) {
+        let Ok(mut state) = self.discovery.lock() else {
+            return;
+        };
+        if let Some(slot) = state.sets.get_mut(index) {
+            *slot = set.cloned();
+        }
+        self.rebuild(&state.sets, &[]);
+    }
+
+    /// Updates the status of discovery source `index`.
+    pub fn source_status(&self, index: usize, f: impl FnOnce(&mut SourceStatus)) {
+        if let Ok(mut state) = self.discovery.lock() {
+            if let Some(st) = state.status.get_mut(index) {
+                f(st);
+            }
+        }
+    }
+
+    /// Status of every discovery source, for `/status`.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.discovery
+            .lock()
+            .map(|s| s.status.clone())
+            .unwrap_or_default()
+    }
+
+    /// Names of the sources that currently contribute `addr` (`static`
+    /// first), for `/status`.
+    pub fn provenance(&self, addr: SocketAddr) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.static_endpoints.0.contains_key(&addr) {
+            out.push("static".to_owned());
+        }
+        if let Ok(state) = self.discovery.lock() {
+            for (set, st) in state.sets.iter().zip(&state.status) {
+                if set.as_ref().is_some_and(|s| s.0.contains_key(&addr)) {
+                    out.push(st.name.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The pool's name.
@@ -244,27 +405,41 @@ impl Pool {
         panic: bool,
         tried: &[SocketAddr],
     ) -> Option<&'s Arc<Backend>> {
-        let pick = |set: &'s BackendSet| -> Option<&'s Arc<Backend>> {
+        // Tiers in priority order: the first with an available endpoint
+        // takes the request. In panic mode every endpoint counts as
+        // available, so the first tier always answers.
+        set.tiers
+            .iter()
+            .find_map(|tier| Self::select_in(tier, now, panic, tried))
+    }
+
+    fn select_in<'s>(
+        tier: &'s Tier,
+        now: Instant,
+        panic: bool,
+        tried: &[SocketAddr],
+    ) -> Option<&'s Arc<Backend>> {
+        let pick = || -> Option<&'s Arc<Backend>> {
             let i = if panic {
-                set.selector.pick(&set.panic_view, now)
+                tier.selector.pick(&tier.panic_view, now)
             } else {
-                set.selector.pick(&set.backends, now)
+                tier.selector.pick(&tier.backends, now)
             };
-            i.and_then(|i| set.backends.get(i))
+            i.and_then(|i| tier.backends.get(i))
         };
         if tried.is_empty() {
-            return pick(set);
+            return pick();
         }
         // A retry: the selector's choice if it is new, else a few more
         // draws, else any available backend not yet tried.
         for _ in 0..4 {
-            match pick(set) {
+            match pick() {
                 Some(b) if !tried.contains(&b.addr()) => return Some(b),
                 Some(_) => {}
                 None => return None,
             }
         }
-        set.backends
+        tier.backends
             .iter()
             .find(|b| !tried.contains(&b.addr()) && (panic || b.is_available(now)))
     }
@@ -314,12 +489,6 @@ impl Pool {
     /// across `.await`.
     pub fn backends(&self) -> Arc<BackendSet> {
         self.set.load_full()
-    }
-
-    /// Replaces the backend list (control plane, single writer).
-    pub fn replace_backends(&self, backends: Vec<Arc<Backend>>) {
-        self.set
-            .store(Arc::new(BackendSet::new(backends, &self.selector_options)));
     }
 
     /// Closes pooled upstream connections idle for longer than the pool's
