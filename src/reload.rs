@@ -437,25 +437,39 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Spawns the reloader task (file watcher, SIGHUP, API requests) and returns
 /// the handle for API requests.
-pub(crate) fn spawn(
-    control: Arc<Control>,
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) -> ReloadHandle {
+///
+/// The watcher and the SIGHUP handler are installed here, before this
+/// returns, not when the task first runs: an edit or a SIGHUP that arrives
+/// right after startup must not be missed (or, for SIGHUP, kill the process
+/// with the default action). The task's first act is to compare the file
+/// with the running config (as of now), covering edits made between the
+/// startup read and the watch starting.
+pub(crate) fn spawn(control: Arc<Control>, cancel: CancellationToken, tasks: &TaskTracker) -> ReloadHandle {
     let (tx, rx) = mpsc::channel::<ReloadRequest>(8);
-    tasks.spawn(run(control, rx, cancel));
+    let (file_tx, file_events) = mpsc::channel::<()>(1);
+    let watcher = control.path.as_deref().and_then(|p| watch(p, file_tx));
+    let hup = hangup_signal();
+    // Checked now, with the watcher already in place, so that an edit after
+    // this point is seen by the watcher and one before it by this check.
+    let changed_at_start = file_changed(&control);
+    tasks.spawn(run(control, rx, file_events, watcher, hup, changed_at_start, cancel));
     ReloadHandle { tx }
 }
 
 async fn run(
     control: Arc<Control>,
     mut requests: mpsc::Receiver<ReloadRequest>,
+    mut file_events: mpsc::Receiver<()>,
+    // Kept alive for as long as this task runs.
+    _watcher: Option<notify::RecommendedWatcher>,
+    mut hup: Hangup,
+    changed_at_start: bool,
     cancel: CancellationToken,
 ) {
-    let (file_tx, mut file_events) = mpsc::channel::<()>(1);
-    // Keep the watcher alive for as long as this task runs.
-    let _watcher = control.path.as_deref().and_then(|p| watch(p, file_tx));
-    let mut hup = hangup_signal();
+    if changed_at_start {
+        tracing::info!("config file changed during startup; reloading");
+        let _ = control.reload_file().await;
+    }
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

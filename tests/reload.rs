@@ -336,6 +336,7 @@ async fn invalid_config_is_refused_with_its_location_and_the_old_config_keeps_se
     cfg.write(&syntax);
     let (status, body) = post_reload(&weir).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("routes[0]"), "{body}");
     assert!(body.contains("line 5"), "{body}");
     assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
     let (_, failures, last) = reload_metrics(&weir).await;
@@ -693,9 +694,13 @@ async fn file_watcher_applies_in_place_writes_and_atomic_renames_within_a_second
     assert!(took < Duration::from_secs(1), "atomic rename: {took:?}");
     assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
 
-    // A file next to the config changes: no reload.
+    // A file next to the config changes: the content-hash filter skips
+    // the reload (a skipped reload is not counted; a reread one would be).
+    // A negative check needs a bounded wait, here well past the debounce.
+    let (success, failure, _) = reload_metrics(&weir).await;
     std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reload_metrics(&weir).await, (success, failure, 1.0));
     assert_eq!(weir.shared().snapshot().version, 3);
 }
 
