@@ -110,6 +110,9 @@ struct Families {
     discovery_last_success: prometheus::GaugeVec,
     last_reload_success: IntGauge,
     last_reload_timestamp: Gauge,
+    tls_handshakes: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_certificate_expiry: IntGaugeVec,
     refs: Mutex<HashMap<SeriesKey, usize>>,
 }
 
@@ -366,6 +369,24 @@ impl EndpointMetrics {
     }
 }
 
+/// Handshake counters of one TLS listener.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    /// Completed handshakes.
+    pub handshakes: IntCounter,
+    failures: Vec<IntCounter>,
+}
+
+impl TlsMetrics {
+    /// Counts a failed handshake; `reason` indexes
+    /// [`crate::server::tls::HANDSHAKE_FAILURE_REASONS`].
+    pub fn failure(&self, reason: usize) {
+        if let Some(c) = self.failures.get(reason).or_else(|| self.failures.last()) {
+            c.inc();
+        }
+    }
+}
+
 /// Handles for one listener.
 #[derive(Clone, Debug)]
 pub struct ListenerMetrics {
@@ -572,6 +593,30 @@ impl Metrics {
             },
             last_reload_success,
             last_reload_timestamp,
+            tls_handshakes: counter_vec(
+                &r,
+                "weir_tls_handshakes_total",
+                "Completed TLS handshakes, by listener.",
+                &["listener"],
+            )?,
+            tls_handshake_failures: counter_vec(
+                &r,
+                "weir_tls_handshake_failures_total",
+                "Failed TLS handshakes by listener and reason (`timeout`, `no_certificate`, \
+                 `bad_certificate`, `protocol`, `io`, `other`).",
+                &["listener", "reason"],
+            )?,
+            tls_certificate_expiry: {
+                let v = IntGaugeVec::new(
+                    Opts::new(
+                        "weir_tls_certificate_expiry_timestamp_seconds",
+                        "Unix time at which a listener's certificate expires (not_after).",
+                    ),
+                    &["listener", "name"],
+                )?;
+                r.register(Box::new(v.clone()))?;
+                v
+            },
             registry: r,
             refs: Mutex::new(HashMap::new()),
         };
@@ -585,6 +630,49 @@ impl Metrics {
         ListenerMetrics {
             connections_total: self.inner.connections_total.with_label_values(&[name]),
             connections_open: self.inner.connections_open.with_label_values(&[name]),
+        }
+    }
+
+    /// Handshake counters of the TLS listener `name` (pre-resolved for
+    /// every failure reason).
+    pub fn tls(&self, name: &str) -> TlsMetrics {
+        TlsMetrics {
+            handshakes: self.inner.tls_handshakes.with_label_values(&[name]),
+            failures: crate::server::tls::HANDSHAKE_FAILURE_REASONS
+                .iter()
+                .map(|r| {
+                    self.inner
+                        .tls_handshake_failures
+                        .with_label_values(&[name, r])
+                })
+                .collect(),
+        }
+    }
+
+    /// Sets the expiry gauge of certificate `cert` of listener `listener`.
+    pub fn set_certificate_expiry(&self, listener: &str, cert: &str, not_after: i64) {
+        self.inner
+            .tls_certificate_expiry
+            .with_label_values(&[listener, cert])
+            .set(not_after);
+    }
+
+    /// Removes the expiry gauge of one certificate.
+    pub fn remove_certificate_expiry(&self, listener: &str, cert: &str) {
+        let _ = self
+            .inner
+            .tls_certificate_expiry
+            .remove_label_values(&[listener, cert]);
+    }
+
+    /// Removes the handshake series of a listener that no longer serves TLS.
+    pub fn remove_tls(&self, listener: &str) {
+        let _ = self.inner.tls_handshakes.remove_label_values(&[listener]);
+        for r in crate::server::tls::HANDSHAKE_FAILURE_REASONS {
+            let _ = self
+                .inner
+                .tls_handshake_failures
+                .remove_label_values(&[listener, r]);
         }
     }
 
@@ -751,8 +839,11 @@ impl StateGauges {
         })
     }
 
-    fn all(&self) -> [&IntGaugeVec; 4] {
+    fn all(&self) -> [&IntGaugeVec; 7] {
         [
+            &self.healthy,
+            &self.ejected,
+            &self.panic,
             &self.in_flight,
             &self.weight,
             &self.endpoints,

@@ -343,13 +343,13 @@ async fn forward(
                             policy.backoff_max,
                         ))
                     };
-                    let affordable = wait.is_some() && pool.budget().try_withdraw(now);
-                    if !affordable && wait.is_some() {
-                        pool.metrics().budget_exhausted.inc();
-                    }
-                    if let Some(wait) = wait.filter(|_| affordable) {
+                    if let Some(wait) = wait {
                         tried.push(backend.addr());
-                        if let Some(next_lease) = retry_lease(&pool, &tried, now) {
+                        // Another endpoint first, then the budget: a token
+                        // is only spent on a retry that can happen.
+                        let next_lease = retry_lease(&pool, &tried, now)
+                            .filter(|_| affordable(&pool, now));
+                        if let Some(next_lease) = next_lease {
                             // The response is dropped unread: its
                             // connection closes rather than return to the
                             // pool with an unknown body.
@@ -406,14 +406,13 @@ async fn forward(
                 let Some(reason) = reason.filter(|_| retries_left) else {
                     return Err(error);
                 };
-                if !pool.budget().try_withdraw(now) {
-                    pool.metrics().budget_exhausted.inc();
-                    return Err(error);
-                }
                 tried.push(backend.addr());
                 let Some(next_lease) = retry_lease(&pool, &tried, now) else {
                     return Err(error);
                 };
+                if !affordable(&pool, now) {
+                    return Err(error);
+                }
                 if let Some(c) = pool.metrics().retries.get(reason) {
                     c.inc();
                 }
@@ -429,6 +428,15 @@ async fn forward(
             }
         }
     }
+}
+
+/// Takes a retry token from the pool's budget, counting a refusal.
+fn affordable(pool: &Pool, now: std::time::Instant) -> bool {
+    let ok = pool.budget().try_withdraw(now);
+    if !ok {
+        pool.metrics().budget_exhausted.inc();
+    }
+    ok
 }
 
 /// A lease on an endpoint not yet tried, if there is one.
