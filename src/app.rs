@@ -85,6 +85,9 @@ impl Weir {
 
     async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Weir, StartError> {
         let metrics = Metrics::new()?;
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let config = Arc::new(config);
         // Bind everything before serving anything: a bad address fails
         // startup cleanly.

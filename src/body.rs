@@ -37,14 +37,34 @@ impl RequestBody {
     }
 }
 
+/// The client's request body failed (malformed chunked framing, the client
+/// went away). Wrapped in its own type so the proxy can tell it apart from
+/// an upstream failure when the upstream send reports an error: it is the
+/// client's fault (400), not the endpoint's (502), and must not count
+/// against the endpoint's health.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Incoming(b, counter) => {
                 let polled = Pin::new(b).poll_frame(cx);
@@ -53,7 +73,7 @@ impl Body for RequestBody {
                         counter.inc_by(d.len() as u64);
                     }
                 }
-                polled
+                polled.map_err(ClientBodyError)
             }
             RequestBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }

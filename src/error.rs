@@ -23,6 +23,10 @@ pub enum ProxyError {
     /// No route matches the host and path.
     #[error("no route for this host and path")]
     NoRoute,
+    /// The client's request body was malformed or cut short while weir was
+    /// forwarding it.
+    #[error("malformed or incomplete request body: {0}")]
+    ClientBody(String),
     /// The pool has no endpoint that may take traffic.
     #[error("no available endpoint in pool `{pool}`")]
     NoEndpoint {
@@ -65,10 +69,25 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Reclassifies an upstream failure caused by the client's own request
+    /// body (see [`crate::body::ClientBodyError`]) as a client error.
+    pub fn blame_client_body(self) -> ProxyError {
+        if let ProxyError::Upstream { source, .. } = &self {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+            while let Some(e) = cause {
+                if let Some(b) = e.downcast_ref::<crate::body::ClientBodyError>() {
+                    return ProxyError::ClientBody(b.0.to_string());
+                }
+                cause = e.source();
+            }
+        }
+        self
+    }
+
     /// The status code the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -82,6 +101,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::ClientBody(_) => "client_body",
             ProxyError::NoRoute => "no_route",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::Connect { .. } => "connect_error",
@@ -96,6 +116,7 @@ impl ProxyError {
     pub fn client_message(&self) -> String {
         match self {
             ProxyError::BadRequest(why) => format!("bad request: {why}"),
+            ProxyError::ClientBody(_) => "malformed or incomplete request body".to_owned(),
             ProxyError::NoRoute => "no route for this host and path".to_owned(),
             ProxyError::NoEndpoint { pool } => format!("no available endpoint in pool `{pool}`"),
             ProxyError::Connect { .. } => "upstream connect error".to_owned(),
@@ -119,6 +140,7 @@ mod tests {
         let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases = [
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::ClientBody("x".into()), 400),
             (ProxyError::NoRoute, 404),
             (ProxyError::NoEndpoint { pool: "p".into() }, 503),
             (

@@ -1,6 +1,6 @@
 //! weir: a Layer-7 load-balancing reverse proxy.
 //!
-//! weir accepts HTTP/1.1 and HTTP/2 (h2c) from clients, routes each request
+//! weir accepts HTTP/1.1 and HTTP/2 (h2c, or over TLS) from clients, routes each request
 //! by host and path to a pool of upstream endpoints, picks one endpoint with
 //! the pool's selector, and streams the request and response through pooled
 //! keep-alive connections.
@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!  client ──TCP──► server::serve (accept loop, one task per connection)
-//!                    │  hyper-util auto builder: HTTP/1.1 + upgrades, h2c
+//!                    │  TLS handshake (server::tls) on TLS listeners
+//!                    │  hyper-util auto builder: HTTP/1.1 + upgrades, HTTP/2
 //!                    ▼
 //!                 proxy::handle
 //!                    1 Shared::snapshot()  ── ArcSwap load, guard dropped before any await

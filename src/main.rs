@@ -89,6 +89,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run(cli.run));
     if let Command::Check(args) = &command {
         let config = weir::Config::load(&args.config)?;
+        for w in config.warnings() {
+            println!("{}: warning: {w}", args.config.display());
+        }
         println!("{}: ok: {}", args.config.display(), config.summary());
         return Ok(ExitCode::SUCCESS);
     }

@@ -347,8 +347,8 @@ async fn forward(
                         tried.push(backend.addr());
                         // Another endpoint first, then the budget: a token
                         // is only spent on a retry that can happen.
-                        let next_lease = retry_lease(&pool, &tried, now)
-                            .filter(|_| affordable(&pool, now));
+                        let next_lease =
+                            retry_lease(&pool, &tried, now).filter(|_| affordable(&pool, now));
                         if let Some(next_lease) = next_lease {
                             // The response is dropped unread: its
                             // connection closes rather than return to the
@@ -388,6 +388,12 @@ async fn forward(
                 ));
             }
             Err(SendError { error, unsent }) => {
+                let error = error.blame_client_body();
+                if matches!(error, ProxyError::ClientBody(_)) {
+                    // Not the endpoint's fault: no upstream error counted,
+                    // no retry (the body is gone).
+                    return Err(error);
+                }
                 em.request(metrics::CLASS_ERROR);
                 match &error {
                     ProxyError::Connect { .. } => em.connect_errors.inc(),
@@ -479,8 +485,13 @@ fn aim(
             }
         }
         UpstreamProtocol::H2c => {
+            // `:scheme` names the transport to the endpoint.
+            let scheme = match settings.tls {
+                Some(_) => "https",
+                None => "http",
+            };
             *req.uri_mut() = Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(target.path_and_query.clone())
                 .build()
@@ -545,8 +556,9 @@ fn record_passive<T>(
 ) {
     let (outcome, reason) = match sent {
         Ok((res, _)) => (Outcome::Status(res.status().as_u16()), 3),
-        Err(e) => match e.error {
+        Err(e) => match &e.error {
             ProxyError::Connect { .. } => (Outcome::ConnectError, 0),
+            ProxyError::Upstream { source, .. } if caused_by_client_body(source) => return,
             ProxyError::Upstream { .. } => (Outcome::Reset, 1),
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 (Outcome::Timeout, 2)
@@ -594,6 +606,17 @@ async fn tunnel(
     drop(lease);
 }
 
+fn caused_by_client_body(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<crate::body::ClientBodyError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// The host a request is for: the URI authority (HTTP/2 `:authority`, or an
 /// HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says wins over
 /// `Host`), else the single `Host` header. HTTP/1.1 without `Host`, or with
@@ -635,7 +658,7 @@ pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Re
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
-    if matches!(err, ProxyError::BadRequest(_)) {
+    if matches!(err, ProxyError::BadRequest(_) | ProxyError::ClientBody(_)) {
         // The connection's state is suspect after a malformed request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -26,6 +26,16 @@
 //!
 //! Any error before step 4 leaves the running config untouched, is logged
 //! with its key path and line, and counts a failed reload.
+//!
+//! # TLS files
+//!
+//! Certificate, key and CA files are part of the config: they are read
+//! during validation, and their bytes are in the config's equality and
+//! content hash. The watcher also watches the directory of every such file
+//! of the running config, so replacing a certificate on disk reloads. A
+//! listener is identified by name and bind address: when only its `tls:`
+//! settings or files changed, its socket and open connections stay, and its
+//! new rustls config is swapped in for the next handshakes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -39,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::server::tls::{TlsRuntime, TlsSlot};
 use crate::server::{self, Listener};
 use crate::snapshot::{Shared, Snapshot};
 use crate::upstream::Pool;
@@ -100,12 +111,16 @@ pub struct ReloadSummary {
     pub listeners_added: Vec<String>,
     /// Listeners that are gone (draining).
     pub listeners_removed: Vec<String>,
+    /// Listeners kept (same socket, same connections) whose TLS settings
+    /// or certificate files changed and were swapped in place.
+    pub listeners_tls_changed: Vec<String>,
 }
 
 /// A running traffic listener.
 #[derive(Debug)]
 struct RunningListener {
     config: ListenerConfig,
+    tls: TlsSlot,
     local_addr: SocketAddr,
     stop: CancellationToken,
     drain: CancellationToken,
@@ -218,20 +233,73 @@ impl Control {
         let local_addr = l.local_addr();
         tracing::info!(listener = %config.name, address = %local_addr, "listening");
         let metrics = self.shared.metrics.listener(&config.name);
+        let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::new(self.tls_runtime(&config)));
         self.tasks.spawn(server::serve(
             l,
             Arc::clone(&self.shared),
             metrics,
+            Arc::clone(&tls),
             stop.clone(),
             drain.clone(),
             self.connections.clone(),
         ));
         RunningListener {
             config,
+            tls,
             local_addr,
             stop,
             drain,
         }
+    }
+
+    /// The per-handshake TLS state of a listener config (and its
+    /// certificate expiry gauges).
+    fn tls_runtime(&self, config: &ListenerConfig) -> Option<Arc<TlsRuntime>> {
+        let tls = config.tls.as_ref()?;
+        for c in &tls.certificates {
+            self.shared
+                .metrics
+                .set_certificate_expiry(&config.name, &c.label, c.not_after);
+        }
+        Some(Arc::new(TlsRuntime {
+            config: Arc::clone(tls.server_config()),
+            handshake_timeout: tls.handshake_timeout,
+            metrics: self.shared.metrics.tls(&config.name),
+        }))
+    }
+
+    /// Removes the TLS series of `old` that `new` (if any) does not have.
+    fn remove_tls_metrics(&self, old: &ListenerConfig, new: Option<&ListenerConfig>) {
+        let Some(old_tls) = &old.tls else { return };
+        let new_tls = new.and_then(|n| n.tls.as_ref());
+        let metrics = &self.shared.metrics;
+        for c in &old_tls.certificates {
+            if !new_tls.is_some_and(|t| t.certificates.iter().any(|n| n.label == c.label)) {
+                metrics.remove_certificate_expiry(&old.name, &c.label);
+            }
+        }
+        if new_tls.is_none() {
+            metrics.remove_tls(&old.name);
+        }
+    }
+
+    /// Swaps a kept listener's TLS settings in place: new handshakes use
+    /// `config`'s certificates, open connections are untouched.
+    fn swap_tls(&self, running: &mut RunningListener, config: &ListenerConfig) {
+        self.remove_tls_metrics(&running.config, Some(config));
+        running.tls.store(self.tls_runtime(config));
+        let serials: Vec<&str> = config
+            .tls
+            .iter()
+            .flat_map(|t| t.certificates.iter().map(|c| c.serial.as_str()))
+            .collect();
+        tracing::info!(
+            listener = %config.name,
+            tls = config.tls.is_some(),
+            serials = ?serials,
+            "listener TLS settings updated in place"
+        );
+        running.config = config.clone();
     }
 
     fn spawn_pool_tasks(&self, pool: &Arc<Pool>, config: &Config) -> PoolTasks {
@@ -297,13 +365,17 @@ impl Control {
             });
         }
 
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
+
         // 2. Bind new listeners first: a bind error must change nothing.
         let mut bound = Vec::new();
         for lc in &config.listeners {
             let keep = state
                 .listeners
                 .iter()
-                .any(|r| r.config == *lc && !r.stop.is_cancelled());
+                .any(|r| same_socket(&r.config, lc) && !r.stop.is_cancelled());
             if keep {
                 continue;
             }
@@ -334,14 +406,27 @@ impl Control {
         // 5. Listeners.
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.listeners)
             .into_iter()
-            .partition(|r| config.listeners.contains(&r.config));
+            .partition(|r| config.listeners.iter().any(|lc| same_socket(&r.config, lc)));
         for r in removed {
             tracing::info!(listener = %r.config.name, "listener removed; draining its connections");
             summary.listeners_removed.push(r.config.name.clone());
+            self.remove_tls_metrics(&r.config, None);
             r.stop.cancel();
             r.drain.cancel();
         }
         state.listeners = kept;
+        for r in &mut state.listeners {
+            if let Some(lc) = config
+                .listeners
+                .iter()
+                .find(|lc| same_socket(&r.config, lc))
+            {
+                if r.config != *lc {
+                    summary.listeners_tls_changed.push(lc.name.clone());
+                    self.swap_tls(r, lc);
+                }
+            }
+        }
         for (lc, l) in bound {
             summary.listeners_added.push(lc.name.clone());
             let running = self.spawn_listener(lc, l);
@@ -371,6 +456,12 @@ impl Control {
         }
         Ok(summary)
     }
+}
+
+/// A running listener is kept (socket and connections) when name and bind
+/// address are unchanged; its other settings (TLS) are swapped in place.
+fn same_socket(running: &ListenerConfig, wanted: &ListenerConfig) -> bool {
+    running.name == wanted.name && running.bind == wanted.bind
 }
 
 fn diff(old: &Snapshot, new: &Snapshot) -> ReloadSummary {
@@ -444,15 +535,30 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// with the default action). The task's first act is to compare the file
 /// with the running config (as of now), covering edits made between the
 /// startup read and the watch starting.
-pub(crate) fn spawn(control: Arc<Control>, cancel: CancellationToken, tasks: &TaskTracker) -> ReloadHandle {
+pub(crate) fn spawn(
+    control: Arc<Control>,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) -> ReloadHandle {
     let (tx, rx) = mpsc::channel::<ReloadRequest>(8);
     let (file_tx, file_events) = mpsc::channel::<()>(1);
-    let watcher = control.path.as_deref().and_then(|p| watch(p, file_tx));
+    let watcher = control
+        .path
+        .as_deref()
+        .and_then(|p| watch(p, file_tx, &control.shared.snapshot().config));
     let hup = hangup_signal();
     // Checked now, with the watcher already in place, so that an edit after
     // this point is seen by the watcher and one before it by this check.
     let changed_at_start = file_changed(&control);
-    tasks.spawn(run(control, rx, file_events, watcher, hup, changed_at_start, cancel));
+    tasks.spawn(run(
+        control,
+        rx,
+        file_events,
+        watcher,
+        hup,
+        changed_at_start,
+        cancel,
+    ));
     ReloadHandle { tx }
 }
 
@@ -461,21 +567,21 @@ async fn run(
     mut requests: mpsc::Receiver<ReloadRequest>,
     mut file_events: mpsc::Receiver<()>,
     // Kept alive for as long as this task runs.
-    _watcher: Option<notify::RecommendedWatcher>,
+    mut watcher: Option<Watch>,
     mut hup: Hangup,
     changed_at_start: bool,
     cancel: CancellationToken,
 ) {
     if changed_at_start {
         tracing::info!("config file changed during startup; reloading");
-        let _ = control.reload_file().await;
+        let _ = reload(&control, &mut watcher).await;
     }
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             req = requests.recv() => {
                 let Some(reply) = req else { return };
-                let result = control.reload_file().await;
+                let result = reload(&control, &mut watcher).await;
                 let _ = reply.send(result);
             }
             Some(()) = file_events.recv() => {
@@ -489,31 +595,96 @@ async fn run(
                 }
                 if file_changed(&control) {
                     tracing::info!("config file changed; reloading");
-                    let _ = control.reload_file().await;
+                    let _ = reload(&control, &mut watcher).await;
                 }
             }
             _ = recv_signal(&mut hup) => {
                 tracing::info!("SIGHUP; reloading");
-                let _ = control.reload_file().await;
+                let _ = reload(&control, &mut watcher).await;
             }
         }
     }
 }
 
-/// Whether the file's content differs from the running config (cheap
-/// filter for directory events about other files). Unreadable counts as
+/// Reloads the file, then points the watcher at the directories of the
+/// (possibly new) running config's TLS files.
+async fn reload(
+    control: &Control,
+    watcher: &mut Option<Watch>,
+) -> Result<ReloadSummary, ReloadError> {
+    let result = control.reload_file().await;
+    if let Some(w) = watcher {
+        w.sync(&control.shared.snapshot().config);
+    }
+    result
+}
+
+/// Whether the file, or a certificate, key or CA file it names, differs
+/// from the running config (the filter for directory events about other
+/// files). The config is loaded and validated to see its TLS files, and the
+/// full content hash is compared. A config that does not load counts as
 /// changed, so the reload reports the error.
 fn file_changed(control: &Control) -> bool {
     let Some(path) = control.path.as_deref() else {
         return false;
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => crate::config::content_hash(&text) != control.shared.snapshot().config.hash,
+    match Config::load(path) {
+        Ok(config) => config.hash != control.shared.snapshot().config.hash,
         Err(_) => true,
     }
 }
 
-fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+/// The file watcher and the directories it watches: the config file's, and
+/// those of every TLS file of the running config.
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    config_dir: PathBuf,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Watch {
+    /// Watches the directories `config` needs and stops watching the others
+    /// (the config file's own directory always stays).
+    fn sync(&mut self, config: &Config) {
+        use notify::Watcher as _;
+        let mut wanted: BTreeSet<PathBuf> = config
+            .tls_files()
+            .into_iter()
+            .map(|f| match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        wanted.insert(self.config_dir.clone());
+        for gone in self.dirs.difference(&wanted) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        let mut watching = BTreeSet::new();
+        for dir in wanted {
+            if self.dirs.contains(&dir) {
+                watching.insert(dir);
+                continue;
+            }
+            match self
+                .watcher
+                .watch(&dir, notify::RecursiveMode::NonRecursive)
+            {
+                Ok(()) => {
+                    watching.insert(dir);
+                }
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot watch a certificate directory; reload with SIGHUP or POST /reload \
+                     after replacing certificates"
+                ),
+            }
+        }
+        self.dirs = watching;
+    }
+}
+
+fn watch(path: &Path, tx: mpsc::Sender<()>, config: &Config) -> Option<Watch> {
     use notify::Watcher as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -536,7 +707,13 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher
         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP or POST /reload");
         return None;
     }
-    Some(watcher)
+    let mut w = Watch {
+        watcher,
+        dirs: BTreeSet::from([dir.clone()]),
+        config_dir: dir,
+    };
+    w.sync(config);
+    Some(w)
 }
 
 #[cfg(unix)]

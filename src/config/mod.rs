@@ -21,6 +21,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use crate::balance::Algorithm;
+pub use crate::server::tls::{
+    CertificateInfo, ClientAuth, ClientAuthConfig, ListenerTls, TlsVersion,
+};
+pub use crate::upstream::tls::UpstreamTls;
 pub use error::ConfigError;
 
 /// A validated configuration. Immutable; a reload builds a new one.
@@ -40,9 +44,10 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// Headers weir adds to proxied requests.
     pub headers: HeadersConfig,
-    /// Content hash of the YAML text (16 hex digits, FNV-1a), shown in
-    /// `/status` and the `weir_config_version` gauge so operators can tell
-    /// which file a fleet is running.
+    /// Content hash of the YAML text and of every certificate, key and CA
+    /// file it names (16 hex digits, FNV-1a), shown in `/status` and the
+    /// `weir_config_version` gauge so operators can tell which files a
+    /// fleet is running.
     pub hash: String,
 }
 
@@ -53,6 +58,8 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
     pub bind: SocketAddr,
+    /// `tls:`: serve HTTPS with these certificates; `None` = cleartext.
+    pub tls: Option<ListenerTls>,
 }
 
 /// The admin listener.
@@ -138,6 +145,8 @@ pub struct PoolConfig {
     pub retries: RetryConfig,
     /// Registry sources (`discovery:`), merged with `endpoints`.
     pub discovery: Vec<DiscoveryConfig>,
+    /// `tls:`: connect to the endpoints over TLS; `None` = cleartext.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One entry of a pool's `discovery:` list.
@@ -326,7 +335,8 @@ pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive. Default.
     #[default]
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge (gRPC backends).
+    /// HTTP/2: over cleartext with prior knowledge (gRPC backends), or,
+    /// when the pool has `tls:`, HTTP/2 over TLS negotiated with ALPN `h2`.
     H2c,
 }
 
@@ -362,21 +372,88 @@ pub struct PoolTimeouts {
 
 impl Config {
     /// Parses and validates a YAML document. `origin` names the source in
-    /// error messages (usually the file path).
+    /// error messages (usually the file path). Relative certificate, key
+    /// and CA paths are taken from the current directory.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config = validate::load(text, origin)?;
-        config.hash = content_hash(text);
+        Self::from_yaml_in(text, origin, None)
+    }
+
+    /// Like [`Config::from_yaml`], with relative file paths taken from
+    /// `base` (the config file's directory) when given.
+    pub fn from_yaml_in(
+        text: &str,
+        origin: &str,
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = validate::load(text, origin, base)?;
+        // The files are part of the config: a new certificate on disk is a
+        // new config version.
+        let mut parts: Vec<&[u8]> = vec![text.as_bytes()];
+        for l in &config.listeners {
+            if let Some(tls) = &l.tls {
+                parts.extend(tls.material());
+            }
+        }
+        for p in &config.pools {
+            if let Some(tls) = &p.tls {
+                parts.extend(tls.material());
+            }
+        }
+        config.hash = hash_parts(&parts);
         Ok(config)
     }
 
-    /// Reads and validates a file.
+    /// Reads and validates a file. Relative certificate, key and CA paths
+    /// are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: origin.clone(),
             source,
         })?;
-        Self::from_yaml(&text, &origin)
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        Self::from_yaml_in(&text, &origin, Some(base.unwrap_or(Path::new("."))))
+    }
+
+    /// Every certificate, key and CA file the config names: the reloader
+    /// watches their directories.
+    pub fn tls_files(&self) -> Vec<&Path> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                out.extend(tls.files());
+            }
+        }
+        for p in &self.pools {
+            if let Some(tls) = &p.tls {
+                out.extend(tls.files());
+            }
+        }
+        out
+    }
+
+    /// Problems that do not stop weir but that an operator should see
+    /// (`weir check` prints them; startup and reload log them): expired
+    /// certificates, pools that skip certificate verification.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &l.tls {
+                for w in tls.warnings() {
+                    out.push(format!("listeners[{i}].tls (`{}`): {w}", l.name));
+                }
+            }
+        }
+        for (i, p) in self.pools.iter().enumerate() {
+            if p.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                out.push(format!(
+                    "pools[{i}].tls.insecure_skip_verify (`{}`): upstream certificates are \
+                     NOT verified; anyone on the network path can impersonate the endpoints",
+                    p.name
+                ));
+            }
+        }
+        out
     }
 
     /// One-line summary, printed by `weir check`.
@@ -392,13 +469,24 @@ impl Config {
     }
 }
 
-/// FNV-1a over the text: stable across runs and platforms (unlike std's
-/// randomly seeded hasher), which is what a fleet-wide version label needs.
-pub(crate) fn content_hash(text: &str) -> String {
+/// FNV-1a over the text and the TLS files: stable across runs and
+/// platforms (unlike std's randomly seeded hasher), which is what a
+/// fleet-wide version label needs. A config without TLS files hashes
+/// exactly as its text alone; each file adds its length and its bytes, so
+/// moving bytes from one file to the next changes the hash.
+fn hash_parts(parts: &[&[u8]]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            feed(&(part.len() as u64).to_le_bytes());
+        }
+        feed(part);
     }
     format!("{h:016x}")
 }

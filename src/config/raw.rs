@@ -54,6 +54,106 @@ pub struct RawListener {
     pub name: String,
     /// `ip:port` to bind, parsed in validation.
     pub bind: String,
+    /// `tls:`; absent means cleartext.
+    pub tls: Option<RawListenerTls>,
+}
+
+/// A listener's `tls:` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a tls mapping with `certificates`")]
+pub struct RawListenerTls {
+    /// Certificates; the first is the default.
+    pub certificates: Option<Vec<RawCertificate>>,
+    /// ALPN protocols.
+    pub alpn: Option<Vec<String>>,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: Option<RawTlsVersion>,
+    /// Handshake deadline.
+    pub handshake_timeout: Option<ConfigDuration>,
+    /// CA bundle for client certificates.
+    pub client_ca: Option<String>,
+    /// `required` or `optional`.
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// One entry of `tls.certificates:`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a certificate mapping with `cert` and `key`"
+)]
+pub struct RawCertificate {
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// SNI names overriding the certificate's own.
+    pub server_names: Option<Vec<String>>,
+}
+
+/// `client_auth:` values.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClientAuth {
+    /// `required`.
+    Required,
+    /// `optional`.
+    Optional,
+}
+
+/// `min_version:` as written: `"1.2"` or `"1.3"`, quoted or not (YAML reads
+/// an unquoted `1.2` as a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawTlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+impl<'de> de::Deserialize<'de> for RawTlsVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawTlsVersion;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"1.2\" or \"1.3\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawTlsVersion, E> {
+                match v.trim() {
+                    "1.2" => Ok(RawTlsVersion::Tls12),
+                    "1.3" => Ok(RawTlsVersion::Tls13),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawTlsVersion, E> {
+                if (v - 1.2).abs() < 1e-9 {
+                    Ok(RawTlsVersion::Tls12)
+                } else if (v - 1.3).abs() < 1e-9 {
+                    Ok(RawTlsVersion::Tls13)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A pool's `tls:` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a tls mapping")]
+pub struct RawUpstreamTls {
+    /// Server name to send and verify.
+    pub sni: Option<String>,
+    /// CA bundle replacing the bundled roots.
+    pub ca: Option<String>,
+    /// Accept any certificate.
+    pub insecure_skip_verify: Option<bool>,
+    /// Client certificate chain.
+    pub client_cert: Option<String>,
+    /// Client key.
+    pub client_key: Option<String>,
 }
 
 /// `admin:`.
@@ -155,6 +255,8 @@ pub struct RawPool {
     /// which serde_yaml only reads as an enum through `singleton_map`.
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub discovery: Option<Vec<RawSource>>,
+    /// TLS to the endpoints; absent means cleartext.
+    pub tls: Option<RawUpstreamTls>,
 }
 
 /// One `discovery:` entry: a map with one key naming the registry.

@@ -13,20 +13,24 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::duration::ConfigDuration;
 use super::error::{did_you_mean, ConfigError};
 use super::raw::{
     self, RawAlgorithm, RawConfig, RawDnsRecord, RawEndpoint, RawHealth, RawHostHeader,
-    RawListener, RawLoad, RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute, RawSource,
+    RawListener, RawListenerTls, RawLoad, RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute,
+    RawSource, RawTlsVersion, RawUpstreamTls,
 };
 use super::{
     AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, ConsulConfig, DiscoveryConfig,
     DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig, HealthConfig, HostHeader,
-    HostMatch, HttpSourceConfig, ListenerConfig, LoadMetric, PeakEwmaConfig, PoolConfig,
-    PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, SourceKind, UpstreamProtocol,
+    HostMatch, HttpSourceConfig, ListenerConfig, ListenerTls, LoadMetric, PeakEwmaConfig,
+    PoolConfig, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, SourceKind, TlsVersion,
+    UpstreamProtocol, UpstreamTls,
 };
+use crate::server::tls::ClientAuth;
 
 /// Admin listener address when `admin.bind` is absent: loopback only,
 /// because the admin API can trigger reloads.
@@ -44,16 +48,18 @@ const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// from overflow and catches typos like an extra zero run.
 const MAX_WEIGHT: i64 = 1_000_000;
 
-/// Parses and validates a YAML document (see [`Config::from_yaml`]).
-pub fn load(text: &str, origin: &str) -> Result<Config, ConfigError> {
+/// Parses and validates a YAML document (see [`Config::from_yaml_in`]);
+/// relative file paths are joined to `base`.
+pub fn load(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
     let raw = raw::parse(text, origin)?;
-    Validator { text, origin }.config(raw)
+    Validator { text, origin, base }.config(raw)
 }
 
 /// The document being validated, kept to build located errors.
 struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
+    base: Option<&'a Path>,
 }
 
 impl Validator<'_> {
@@ -165,7 +171,15 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            out.push(ListenerConfig { name: l.name, bind });
+            let tls = match l.tls {
+                Some(t) => Some(self.listener_tls(&format!("listeners[{i}].tls"), t)?),
+                None => None,
+            };
+            out.push(ListenerConfig {
+                name: l.name,
+                bind,
+                tls,
+            });
         }
         Ok(out)
     }
@@ -316,6 +330,20 @@ impl Validator<'_> {
             out.push(endpoint);
         }
 
+        let protocol = match p.protocol.unwrap_or(RawProtocol::Http1) {
+            RawProtocol::Http1 => UpstreamProtocol::Http1,
+            RawProtocol::H2c => UpstreamProtocol::H2c,
+        };
+        let tls = match p.tls {
+            Some(t) => Some(self.upstream_tls(&format!("{key}.tls"), t, protocol)?),
+            None => None,
+        };
+        let mut health = self.health(&format!("{key}.health"), p.health)?;
+        if let Some(active) = &mut health.active {
+            // Probes must see what a request connection sees.
+            active.tls.clone_from(&tls);
+        }
+
         Ok(PoolConfig {
             name: p.name,
             balance: BalanceConfig {
@@ -323,10 +351,7 @@ impl Validator<'_> {
                 load,
                 peak_ewma,
             },
-            protocol: match p.protocol.unwrap_or(RawProtocol::Http1) {
-                RawProtocol::Http1 => UpstreamProtocol::Http1,
-                RawProtocol::H2c => UpstreamProtocol::H2c,
-            },
+            protocol,
             host_header: match p.host_header.unwrap_or(RawHostHeader::Preserve) {
                 RawHostHeader::Preserve => HostHeader::Preserve,
                 RawHostHeader::Endpoint => HostHeader::Endpoint,
@@ -340,9 +365,10 @@ impl Validator<'_> {
                 .metrics
                 .and_then(|m| m.endpoint_histograms)
                 .unwrap_or(true),
-            health: self.health(&format!("{key}.health"), p.health)?,
+            health,
             retries: self.retries(&format!("{key}.retries"), p.retries)?,
             discovery,
+            tls,
         })
     }
 
@@ -886,6 +912,102 @@ impl Validator<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// A file path from the config, relative ones joined to the config
+    /// file's directory.
+    fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.err(key, "empty file path"));
+        }
+        let p = Path::new(value);
+        Ok(match self.base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p.to_path_buf(),
+        })
+    }
+
+    fn listener_tls(&self, key: &str, t: RawListenerTls) -> Result<ListenerTls, ConfigError> {
+        use crate::server::tls::{self as stls, CertificateSource, ListenerTlsSource};
+        let raw_certs = match t.certificates {
+            Some(list) if !list.is_empty() => list,
+            _ => {
+                return Err(self.err(
+                    format!("{key}.certificates"),
+                    "at least one certificate is required, e.g. \
+                     `certificates: [{cert: site.crt, key: site.key}]`",
+                ))
+            }
+        };
+        let mut certificates = Vec::with_capacity(raw_certs.len());
+        for (i, c) in raw_certs.into_iter().enumerate() {
+            certificates.push(CertificateSource {
+                cert: self.path(&format!("{key}.certificates[{i}].cert"), &c.cert)?,
+                key: self.path(&format!("{key}.certificates[{i}].key"), &c.key)?,
+                server_names: c.server_names,
+            });
+        }
+        let client_ca = match &t.client_ca {
+            Some(p) => Some(self.path(&format!("{key}.client_ca"), p)?),
+            None => None,
+        };
+        if t.client_auth.is_some() && client_ca.is_none() {
+            return Err(self.err(
+                format!("{key}.client_auth"),
+                "`client_auth` needs `client_ca` (the CA bundle that signs client certificates)",
+            ));
+        }
+        let source = ListenerTlsSource {
+            certificates,
+            alpn: t
+                .alpn
+                .unwrap_or_else(|| vec!["h2".to_owned(), "http/1.1".to_owned()]),
+            min_version: match t.min_version.unwrap_or(RawTlsVersion::Tls12) {
+                RawTlsVersion::Tls12 => TlsVersion::Tls12,
+                RawTlsVersion::Tls13 => TlsVersion::Tls13,
+            },
+            handshake_timeout: self.nonzero(
+                &format!("{key}.handshake_timeout"),
+                t.handshake_timeout,
+                stls::DEFAULT_HANDSHAKE_TIMEOUT,
+            )?,
+            client_ca,
+            client_auth: match t.client_auth {
+                Some(raw::RawClientAuth::Optional) => ClientAuth::Optional,
+                _ => ClientAuth::Required,
+            },
+        };
+        stls::load_listener_tls(source).map_err(|e| self.tls_err(key, e))
+    }
+
+    fn upstream_tls(
+        &self,
+        key: &str,
+        t: RawUpstreamTls,
+        protocol: UpstreamProtocol,
+    ) -> Result<UpstreamTls, ConfigError> {
+        use crate::upstream::tls::{load_upstream_tls, UpstreamTlsSource};
+        let opt_path = |name: &str, v: &Option<String>| match v {
+            Some(p) => self.path(&format!("{key}.{name}"), p).map(Some),
+            None => Ok(None),
+        };
+        let source = UpstreamTlsSource {
+            sni: t.sni.clone(),
+            ca: opt_path("ca", &t.ca)?,
+            insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+            client_cert: opt_path("client_cert", &t.client_cert)?,
+            client_key: opt_path("client_key", &t.client_key)?,
+        };
+        load_upstream_tls(source, protocol).map_err(|e| self.tls_err(key, e))
+    }
+
+    fn tls_err(&self, key: &str, e: crate::server::tls::TlsConfigError) -> ConfigError {
+        let path = if e.field.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{key}.{}", e.field)
+        };
+        self.err(path, e.message)
     }
 
     /// Names appear in metrics labels and logs, so an empty one is a mistake.

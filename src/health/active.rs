@@ -44,6 +44,7 @@ use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{Health, HealthCell, ProbeResult, Tracker};
+use crate::upstream::tls::MaybeTls;
 
 /// What a probe does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +127,11 @@ pub struct ActivePolicy {
     /// How often the endpoint list is checked for new endpoints between
     /// rounds. Default 1s (capped at `interval`). Not a config-file key.
     pub discovery_poll: Duration,
+    /// The pool's upstream TLS settings: probes then run the same TLS
+    /// handshake (verification included) as request connections, and a
+    /// TCP probe passes only if the handshake does. Set from the pool's
+    /// `tls:`, not a key of its own.
+    pub tls: Option<crate::upstream::tls::UpstreamTls>,
 }
 
 impl Default for ActivePolicy {
@@ -138,6 +144,7 @@ impl Default for ActivePolicy {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             discovery_poll: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -317,7 +324,12 @@ async fn probe_with_jitter(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResu
 /// Probes `addr` once, bounded by `policy.timeout`.
 pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
     let start = Instant::now();
-    let outcome = match time::timeout(policy.timeout, probe_inner(addr, &policy.kind)).await {
+    let outcome = match time::timeout(
+        policy.timeout,
+        probe_inner(addr, &policy.kind, policy.tls.as_ref()),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {:?}", policy.timeout)),
     };
@@ -329,10 +341,23 @@ pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
     }
 }
 
-async fn probe_inner(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
+async fn probe_inner(
+    addr: SocketAddr,
+    kind: &ProbeKind,
+    tls: Option<&crate::upstream::tls::UpstreamTls>,
+) -> Result<(), String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => MaybeTls::Plain(stream),
+        Some(tls) => MaybeTls::Tls(Box::new(
+            tls.connect(addr, stream, true)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+    };
     match kind {
         ProbeKind::Tcp => Ok(()),
         ProbeKind::Http {
@@ -341,7 +366,6 @@ async fn probe_inner(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
             host,
             expected,
         } => {
-            let _ = stream.set_nodelay(true);
             let host = match host {
                 Some(h) => h.clone(),
                 None => addr.to_string(),
@@ -366,7 +390,7 @@ async fn probe_inner(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
 
 /// Sends `req` on its own HTTP/1.1 connection and returns the response
 /// status. The body is not read: the connection is closed right after.
-async fn http_status(stream: TcpStream, req: Request<Empty<Bytes>>) -> Result<u16, String> {
+async fn http_status(stream: MaybeTls, req: Request<Empty<Bytes>>) -> Result<u16, String> {
     let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;

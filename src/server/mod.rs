@@ -13,8 +13,17 @@
 //!
 //! Accept errors such as `EMFILE` are logged and followed by a short pause
 //! instead of a hot loop (hyper-util's `server_graceful` example).
+//!
+//! A listener with `tls:` runs the TLS handshake in the connection's task
+//! (never in the accept loop, so a slow client cannot stall accepting),
+//! bounded by `handshake_timeout`. The rustls config is read from the
+//! listener's [`tls::TlsSlot`] per connection, so a reload can swap
+//! certificates without rebinding. After the handshake the same `auto`
+//! builder serves the decrypted stream: with ALPN `h2` the client starts
+//! with the HTTP/2 preface, which the builder detects.
 
 pub mod admin;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +32,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -92,15 +102,18 @@ pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor>
 
 /// Accepts connections until `stop` is cancelled; every connection task is
 /// spawned on `tracker`. Connections are told to shut down gracefully when
-/// `drain` is cancelled.
+/// `drain` is cancelled. When `tls` holds a config, each connection is a
+/// TLS connection (see the module docs).
 ///
 /// Timeouts come from the current snapshot's `ServerConfig`; the
 /// connection builder is rebuilt when a reload changes them, so new
 /// connections get the new values and open ones keep theirs.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
     metrics: ListenerMetrics,
+    tls: tls::TlsSlot,
     stop: CancellationToken,
     drain: CancellationToken,
     tracker: TaskTracker,
@@ -122,14 +135,16 @@ pub async fn serve(
                         builder = Arc::new(connection_builder(&server));
                     }
                 }
+                let tls = tls.load_full();
                 let ctx = Arc::new(ConnCtx {
                     shared: Arc::clone(&shared),
                     peer,
-                    scheme: "http",
+                    scheme: if tls.is_some() { "https" } else { "http" },
                     activity: Arc::new(Activity::new()),
                 });
-                tracker.spawn(serve_connection(
+                tracker.spawn(accept_connection(
                     stream,
+                    tls,
                     ctx,
                     Arc::clone(&builder),
                     server.idle_timeout,
@@ -150,8 +165,11 @@ pub async fn serve(
     tracing::debug!(listener = %listener.name, "listener stopped accepting");
 }
 
-async fn serve_connection(
+/// Runs the TLS handshake if the listener has TLS, then serves the
+/// connection. Counted as open from accept to close, handshake included.
+async fn accept_connection(
     stream: TcpStream,
+    tls: Option<Arc<tls::TlsRuntime>>,
     ctx: Arc<ConnCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
@@ -160,6 +178,32 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     metrics.connections_open.inc();
+    match tls {
+        None => serve_connection(stream, ctx, builder, idle_timeout, drain).await,
+        Some(tls) => {
+            let peer = ctx.peer;
+            let handshake = tls::handshake(&tls, stream, peer);
+            let stream = tokio::select! {
+                s = handshake => s,
+                _ = drain.cancelled() => None,
+            };
+            if let Some(stream) = stream {
+                serve_connection(stream, ctx, builder, idle_timeout, drain).await;
+            }
+        }
+    }
+    metrics.connections_open.dec();
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    ctx: Arc<ConnCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    drain: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::clone(&ctx.activity);
     let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -188,7 +232,6 @@ async fn serve_connection(
             }
         }
     }
-    metrics.connections_open.dec();
 }
 
 async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {

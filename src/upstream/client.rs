@@ -12,8 +12,12 @@
 //! framing is no longer known. LIFO keeps the hottest connections warm and
 //! lets the cold ones age out at the idle timeout.
 //!
-//! HTTP/2 (h2c prior knowledge): one multiplexed connection per endpoint,
-//! reopened when it closes.
+//! HTTP/2 (h2c prior knowledge, or h2 over TLS): one multiplexed connection
+//! per endpoint, reopened when it closes.
+//!
+//! A pool with `tls:` runs a TLS handshake (see `super::tls`) on every new
+//! connection, within the connect timeout's own budget; a failed handshake
+//! is a connect error (502) and is logged with the endpoint and the reason.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -26,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::tls::{MaybeTls, UpstreamTls};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
@@ -54,6 +59,7 @@ struct Idle {
 pub(crate) struct ConnPool {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     // Serialises h2 connection setup so a burst after a disconnect opens
@@ -87,10 +93,15 @@ pub struct PooledConn {
 }
 
 impl ConnPool {
-    pub(crate) fn new(addr: SocketAddr, protocol: UpstreamProtocol) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
         ConnPool {
             addr,
             protocol,
+            tls,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
@@ -99,6 +110,11 @@ impl ConnPool {
 
     pub(crate) fn protocol(&self) -> UpstreamProtocol {
         self.protocol
+    }
+
+    /// The TLS settings connections are made with.
+    pub(crate) fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
     }
 
     pub(crate) fn idle_count(&self) -> usize {
@@ -240,6 +256,34 @@ impl ConnPool {
         None
     }
 
+    /// TCP connect, then the TLS handshake when the pool has `tls:`.
+    async fn connect(&self, settings: &ConnectSettings) -> Result<MaybeTls, ProxyError> {
+        let stream = self.connect_tcp(settings).await?;
+        let Some(tls) = &self.tls else {
+            return Ok(MaybeTls::Plain(stream));
+        };
+        let handshake = tls.connect(self.addr, stream, false);
+        match tokio::time::timeout(settings.connect_timeout, handshake).await {
+            Ok(Ok(s)) => Ok(MaybeTls::Tls(Box::new(s))),
+            Ok(Err(source)) => {
+                tracing::warn!(
+                    endpoint = %self.addr,
+                    server_name = tls.sni.as_deref().unwrap_or("<endpoint ip>"),
+                    error = %source,
+                    "upstream TLS handshake failed"
+                );
+                Err(ProxyError::Connect {
+                    addr: self.addr,
+                    source,
+                })
+            }
+            Err(_) => Err(ProxyError::ConnectTimeout {
+                addr: self.addr,
+                timeout: settings.connect_timeout,
+            }),
+        }
+    }
+
     async fn connect_tcp(&self, settings: &ConnectSettings) -> Result<TcpStream, ProxyError> {
         let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(self.addr))
             .await
@@ -261,7 +305,7 @@ impl ConnPool {
         &self,
         settings: &ConnectSettings,
     ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let stream = self.connect_tcp(settings).await?;
+        let stream = self.connect(settings).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -290,7 +334,7 @@ impl ConnPool {
         if let Some(s) = self.live_h2() {
             return Ok(s);
         }
-        let stream = self.connect_tcp(settings).await?;
+        let stream = self.connect(settings).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))

@@ -14,6 +14,7 @@
 mod client;
 pub mod headers;
 mod pool;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,18 +40,20 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A new backend with no connections and no load.
+    /// A new backend with no connections and no load; `tls` is the pool's
+    /// upstream TLS settings (`None`: cleartext).
     pub fn new(
         addr: SocketAddr,
         weight: u32,
         protocol: UpstreamProtocol,
+        tls: Option<tls::UpstreamTls>,
         metrics: EndpointMetrics,
     ) -> Self {
         Backend {
             addr,
             weight: weight.max(1),
             load: EndpointLoad::default(),
-            conns: client::ConnPool::new(addr, protocol),
+            conns: client::ConnPool::new(addr, protocol, tls),
             metrics,
             health: HealthCell::new(),
         }

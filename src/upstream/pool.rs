@@ -35,6 +35,8 @@ use crate::retry::Budget;
 pub struct PoolSettings {
     /// Protocol to the endpoints.
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (`tls:`); `None` = cleartext.
+    pub tls: Option<crate::upstream::tls::UpstreamTls>,
     /// `Host` handling.
     pub host_header: HostHeader,
     /// Connect/response timeouts and idle-pool limits.
@@ -166,6 +168,7 @@ impl Pool {
     ) -> Self {
         let settings = PoolSettings {
             protocol: config.protocol,
+            tls: config.tls.clone(),
             host_header: config.host_header,
             connect: ConnectSettings {
                 connect_timeout: config.timeouts.connect,
@@ -263,6 +266,7 @@ impl Pool {
                     b.addr() == addr
                         && b.weight() == weight
                         && b.conns().protocol() == self.settings.protocol
+                        && b.conns().tls() == self.settings.tls.as_ref()
                 })
                 .cloned()
         };
@@ -274,6 +278,7 @@ impl Pool {
                         addr,
                         ep.weight,
                         self.settings.protocol,
+                        self.settings.tls.clone(),
                         self.families.endpoint(
                             &self.name,
                             &addr.to_string(),
