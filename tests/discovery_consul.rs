@@ -246,16 +246,6 @@ async fn until_set(weir: &weir::Weir, want: &[SocketAddr], deadline: Duration) -
     t.elapsed()
 }
 
-async fn backends_hit(c: &HttpClient, addr: SocketAddr, n: usize) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..n {
-        let (p, _) = send(c, get(addr, "x", "/")).await;
-        assert_eq!(p.status, StatusCode::OK);
-        seen.insert(p.headers["x-backend"].to_str().unwrap().to_owned());
-    }
-    seen
-}
-
 fn names(n: &[&str]) -> BTreeSet<String> {
     n.iter().map(|s| (*s).to_owned()).collect()
 }

@@ -102,20 +102,6 @@ fn yaml(static_eps: &[SocketAddr], registry: SocketAddr, extra: &str) -> String 
     )
 }
 
-async fn backends_hit(
-    c: &HttpClient,
-    addr: SocketAddr,
-    n: usize,
-) -> std::collections::BTreeSet<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..n {
-        let (p, _) = send(c, get(addr, "x", "/")).await;
-        assert_eq!(p.status, StatusCode::OK);
-        seen.insert(p.headers["x-backend"].to_str().unwrap().to_owned());
-    }
-    seen
-}
-
 #[tokio::test]
 async fn http_source_follows_the_list_and_uses_etags() {
     let a = echo_backend("a").await;

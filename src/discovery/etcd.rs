@@ -381,19 +381,12 @@ impl Watch {
         timeout: Duration,
         unauthorized: &mut bool,
     ) -> Result<Watch, DiscoveryError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| DiscoveryError::Unreachable(format!("bad URL {url}: {e}")))?;
-        let authority = uri
-            .authority()
-            .ok_or_else(|| DiscoveryError::Unreachable(format!("no host in {url}")))?
-            .clone();
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let super::RegistryUrl {
+            uri,
+            authority,
+            host,
+            port,
+        } = super::RegistryUrl::parse(url)?;
         let unreachable =
             |e: &dyn std::fmt::Display| DiscoveryError::Unreachable(format!("{url}: {e}"));
         let open = async {

@@ -130,6 +130,39 @@ pub(crate) struct RegistryResponse {
 /// Registries may not hand weir more than this in one answer.
 const MAX_REGISTRY_BODY: usize = 16 * 1024 * 1024;
 
+/// A registry URL split into what a connection and a request need.
+pub(crate) struct RegistryUrl {
+    pub uri: ::http::Uri,
+    pub authority: ::http::uri::Authority,
+    pub host: String,
+    pub port: u16,
+}
+
+impl RegistryUrl {
+    /// Parses an `http://host[:port]/path` URL (port 80 by default).
+    pub(crate) fn parse(url: &str) -> Result<RegistryUrl, DiscoveryError> {
+        let uri: ::http::Uri = url
+            .parse()
+            .map_err(|e| DiscoveryError::Unreachable(format!("bad URL {url}: {e}")))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| DiscoveryError::Unreachable(format!("no host in {url}")))?
+            .clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(RegistryUrl {
+            uri,
+            authority,
+            host,
+            port,
+        })
+    }
+}
+
 /// One HTTP request to a registry, on its own connection, bounded by
 /// `timeout` for the whole exchange (a blocking query passes a timeout
 /// longer than its `wait`). `body` makes it a POST.
@@ -140,19 +173,12 @@ pub(crate) async fn registry_request(
     timeout: Duration,
 ) -> Result<RegistryResponse, DiscoveryError> {
     use http_body_util::BodyExt as _;
-    let uri: ::http::Uri = url
-        .parse()
-        .map_err(|e| DiscoveryError::Unreachable(format!("bad URL {url}: {e}")))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| DiscoveryError::Unreachable(format!("no host in {url}")))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let RegistryUrl {
+        uri,
+        authority,
+        host,
+        port,
+    } = RegistryUrl::parse(url)?;
     let exchange = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port))
             .await

@@ -221,3 +221,19 @@ pub fn sample(
             prometheus_parse::Value::Summary(_) => None,
         })
 }
+
+/// Sends `n` GETs and returns the set of `x-backend` names that answered;
+/// every response must be 200.
+pub async fn backends_hit(
+    c: &HttpClient,
+    addr: SocketAddr,
+    n: usize,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let (p, _) = send(c, get(addr, "x", "/")).await;
+        assert_eq!(p.status, http::StatusCode::OK);
+        seen.insert(p.headers["x-backend"].to_str().unwrap().to_owned());
+    }
+    seen
+}
