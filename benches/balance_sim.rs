@@ -16,7 +16,12 @@
 //! slowest endpoint. Runs are seeded, so the output is reproducible.
 //!
 //! Run with `cargo bench --bench balance_sim`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -7,7 +7,12 @@
 //! them, single-threaded and with two threads recording into the same
 //! series. Compare the result with the CPU time weir spends per request
 //! (see `benches/README.md`) to get the share metrics take.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::time::Instant;

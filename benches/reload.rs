@@ -7,7 +7,12 @@
 //! (`Snapshot::build`, which reuses unchanged pools and backends). The
 //! `ArcSwap::store` that follows is a pointer swap and is not measured.
 //! Target: under 50 ms at 10 000 endpoints.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -29,7 +34,11 @@ fn yaml(pools: usize, endpoints: usize, salt: u32) -> String {
     s.push_str("pools:\n");
     let per_pool = (endpoints / pools).max(1);
     for p in 0..pools {
-        writeln!(s, "  - name: p{p}\n    balance: round_robin\n    endpoints:").unwrap();
+        writeln!(
+            s,
+            "  - name: p{p}\n    balance: round_robin\n    endpoints:"
+        )
+        .unwrap();
         for e in 0..per_pool {
             let n = p * per_pool + e;
             let weight = if e == 0 { 1 + salt } else { 1 };
@@ -60,19 +69,27 @@ fn reload(c: &mut Criterion) {
             None,
             &metrics,
         );
-        group.bench_with_input(BenchmarkId::new("parse_validate", endpoints), &second, |b, y| {
-            b.iter(|| Config::from_yaml(y, "bench").unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("parse_validate", endpoints),
+            &second,
+            |b, y| b.iter(|| Config::from_yaml(y, "bench").unwrap()),
+        );
         let parsed = Arc::new(Config::from_yaml(&second, "bench").unwrap());
-        group.bench_with_input(BenchmarkId::new("build_snapshot", endpoints), &parsed, |b, cfg| {
-            b.iter(|| Snapshot::build(Arc::clone(cfg), 2, Some(&running), &metrics))
-        });
-        group.bench_with_input(BenchmarkId::new("parse_to_swap", endpoints), &second, |b, y| {
-            b.iter(|| {
-                let cfg = Arc::new(Config::from_yaml(y, "bench").unwrap());
-                Snapshot::build(cfg, 2, Some(&running), &metrics)
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("build_snapshot", endpoints),
+            &parsed,
+            |b, cfg| b.iter(|| Snapshot::build(Arc::clone(cfg), 2, Some(&running), &metrics)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("parse_to_swap", endpoints),
+            &second,
+            |b, y| {
+                b.iter(|| {
+                    let cfg = Arc::new(Config::from_yaml(y, "bench").unwrap());
+                    Snapshot::build(cfg, 2, Some(&running), &metrics)
+                })
+            },
+        );
     }
     group.finish();
 }

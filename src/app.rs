@@ -264,12 +264,20 @@ impl health::ProbeObserver for ProbeMetrics {
             .metrics()
             .probe_duration
             .observe(latency.as_secs_f64());
-        self.with_backend(addr, |b| b.metrics().probes[usize::from(!ok)].inc());
+        self.with_backend(addr, |b| {
+            if let Some(c) = b.metrics().probes.get(usize::from(!ok)) {
+                c.inc();
+            }
+        });
     }
 
     fn transition(&self, addr: SocketAddr, to: health::Health) {
         let i = usize::from(to != health::Health::Healthy);
-        self.with_backend(addr, |b| b.metrics().transitions[i].inc());
+        self.with_backend(addr, |b| {
+            if let Some(c) = b.metrics().transitions.get(i) {
+                c.inc();
+            }
+        });
     }
 }
 

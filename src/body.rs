@@ -24,8 +24,9 @@ use crate::upstream::{Lease, PooledConn};
 /// A request body on its way upstream.
 #[derive(Debug)]
 pub enum RequestBody {
-    /// The client's body, streamed; data bytes are added to the counter.
-    Incoming(Incoming, prometheus::IntCounter),
+    /// The client's body, streamed; the meter counts its bytes and applies
+    /// the size limit and read timeout (`crate::limits`).
+    Incoming(Incoming, crate::limits::BodyMeter),
     /// A body held in memory (`None` once sent, or empty).
     Full(Option<Bytes>),
 }
@@ -38,24 +39,11 @@ impl RequestBody {
 }
 
 /// The client's request body failed (malformed chunked framing, the client
-/// went away). Wrapped in its own type so the proxy can tell it apart from
-/// an upstream failure when the upstream send reports an error: it is the
-/// client's fault (400), not the endpoint's (502), and must not count
+/// went away, a body limit). Its own type so the proxy can tell it apart
+/// from an upstream failure when the upstream send reports an error: it is
+/// the client's fault (4xx), not the endpoint's (502), and must not count
 /// against the endpoint's health.
-#[derive(Debug)]
-pub struct ClientBodyError(pub hyper::Error);
-
-impl std::fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "client request body: {}", self.0)
-    }
-}
-
-impl std::error::Error for ClientBodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+pub use crate::limits::ClientBodyError;
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -66,15 +54,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b, counter) => {
-                let polled = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    if let Some(d) = frame.data_ref() {
-                        counter.inc_by(d.len() as u64);
-                    }
-                }
-                polled.map_err(ClientBodyError)
-            }
+            RequestBody::Incoming(b, meter) => meter.observe(Pin::new(b).poll_frame(cx), cx),
             RequestBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }

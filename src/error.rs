@@ -2,7 +2,9 @@
 //!
 //! Every failure a client can see is a [`ProxyError`]; [`ProxyError::status`]
 //! is the single mapping to an HTTP status (RFC 9110 §15): no route → 404,
-//! no available endpoint → 503, an upstream that could not be reached or
+//! no available endpoint or a pool at its request limit → 503, an
+//! over-limit request → 413/414 (431 comes from hyper), a stalled request
+//! body → 408, an upstream that could not be reached or
 //! broke the protocol → 502, an upstream that did not answer in time → 504.
 //! Configuration errors live in [`crate::config::ConfigError`].
 
@@ -23,10 +25,20 @@ pub enum ProxyError {
     /// No route matches the host and path.
     #[error("no route for this host and path")]
     NoRoute,
-    /// The client's request body was malformed or cut short while weir was
-    /// forwarding it.
-    #[error("malformed or incomplete request body: {0}")]
-    ClientBody(String),
+    /// The request target is longer than `limits.max_uri_bytes`.
+    #[error("request target too long")]
+    UriTooLong,
+    /// The client's request body was malformed, cut short, too large or
+    /// too slow (see [`BodyFault`]).
+    #[error("request body: {0}")]
+    ClientBody(BodyFault),
+    /// The pool's request limits (`pools[].limits`) had no free slot
+    /// within `queue_timeout`.
+    #[error("pool `{pool}` is at its request limit")]
+    Overloaded {
+        /// The pool's name.
+        pool: Arc<str>,
+    },
     /// The pool has no endpoint that may take traffic.
     #[error("no available endpoint in pool `{pool}`")]
     NoEndpoint {
@@ -76,7 +88,7 @@ impl ProxyError {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
             while let Some(e) = cause {
                 if let Some(b) = e.downcast_ref::<crate::body::ClientBodyError>() {
-                    return ProxyError::ClientBody(b.0.to_string());
+                    return ProxyError::ClientBody(b.fault());
                 }
                 cause = e.source();
             }
@@ -87,9 +99,13 @@ impl ProxyError {
     /// The status code the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::ClientBody(fault) => fault.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -101,7 +117,11 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
-            ProxyError::ClientBody(_) => "client_body",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::ClientBody(BodyFault::Malformed(_)) => "client_body",
+            ProxyError::ClientBody(BodyFault::TooLarge) => "body_too_large",
+            ProxyError::ClientBody(BodyFault::Timeout) => "body_timeout",
+            ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::NoRoute => "no_route",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::Connect { .. } => "connect_error",
@@ -116,13 +136,53 @@ impl ProxyError {
     pub fn client_message(&self) -> String {
         match self {
             ProxyError::BadRequest(why) => format!("bad request: {why}"),
-            ProxyError::ClientBody(_) => "malformed or incomplete request body".to_owned(),
+            ProxyError::UriTooLong => "request target too long".to_owned(),
+            ProxyError::ClientBody(BodyFault::Malformed(_)) => {
+                "malformed or incomplete request body".to_owned()
+            }
+            ProxyError::ClientBody(BodyFault::TooLarge) => "request body too large".to_owned(),
+            ProxyError::ClientBody(BodyFault::Timeout) => {
+                "request body not received in time".to_owned()
+            }
+            ProxyError::Overloaded { pool } => format!("pool `{pool}` is at its request limit"),
             ProxyError::NoRoute => "no route for this host and path".to_owned(),
             ProxyError::NoEndpoint { pool } => format!("no available endpoint in pool `{pool}`"),
             ProxyError::Connect { .. } => "upstream connect error".to_owned(),
             ProxyError::Upstream { .. } => "upstream protocol error or reset".to_owned(),
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout".to_owned(),
             ProxyError::ResponseTimeout { .. } => "upstream response timeout".to_owned(),
+        }
+    }
+}
+
+/// What was wrong with a client's request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Malformed framing or cut short (hyper's description): 400.
+    Malformed(String),
+    /// Over `limits.max_body_bytes`, declared or streamed: 413.
+    TooLarge,
+    /// No bytes for `timeouts.body_read`: 408.
+    Timeout,
+}
+
+impl BodyFault {
+    /// The status code the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyFault::Malformed(_) => StatusCode::BAD_REQUEST,
+            BodyFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyFault::Timeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyFault::Malformed(why) => write!(f, "malformed or incomplete: {why}"),
+            BodyFault::TooLarge => f.write_str("too large"),
+            BodyFault::Timeout => f.write_str("not received in time"),
         }
     }
 }
@@ -140,7 +200,14 @@ mod tests {
         let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases = [
             (ProxyError::BadRequest("x"), 400),
-            (ProxyError::ClientBody("x".into()), 400),
+            (
+                ProxyError::ClientBody(BodyFault::Malformed("x".into())),
+                400,
+            ),
+            (ProxyError::ClientBody(BodyFault::TooLarge), 413),
+            (ProxyError::ClientBody(BodyFault::Timeout), 408),
+            (ProxyError::UriTooLong, 414),
+            (ProxyError::Overloaded { pool: "p".into() }, 503),
             (ProxyError::NoRoute, 404),
             (ProxyError::NoEndpoint { pool: "p".into() }, 503),
             (

@@ -21,6 +21,7 @@
 //!                    6 body::ResponseBody streams back; at its end the lease drops
 //!                      (in_flight -= 1), the connection returns to the idle pool and
 //!                      the access-log line is written
+//!  limits: limits::check_head (414/413), limits::admit (pool slots, 503)
 //!  errors: error::ProxyError::status() — 404 no route, 503 no endpoint,
 //!          502 connect/protocol failure, 504 timeout
 //! ```
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

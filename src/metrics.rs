@@ -92,6 +92,8 @@ struct Families {
     sent_bytes: IntCounterVec,
     connections_total: IntCounterVec,
     connections_open: IntGaugeVec,
+    connections_rejected: IntCounterVec,
+    limit_rejected: IntCounterVec,
     upstream_requests: IntCounterVec,
     upstream_connect_errors: IntCounterVec,
     upstream_timeouts: IntCounterVec,
@@ -178,6 +180,7 @@ impl Families {
                 let _ = self.received_bytes.remove_label_values(&[pool]);
                 let _ = self.sent_bytes.remove_label_values(&[pool]);
                 let _ = self.no_endpoint.remove_label_values(&[pool]);
+                let _ = self.limit_rejected.remove_label_values(&[pool]);
                 for reason in RETRY_REASONS {
                     let _ = self.retries.remove_label_values(&[pool, reason]);
                 }
@@ -264,6 +267,9 @@ pub struct PoolMetrics {
     pub sent_bytes: IntCounter,
     /// Requests answered 503 because no endpoint was available.
     pub no_endpoint: IntCounter,
+    /// Requests answered 503 because the pool's request limits had no
+    /// free slot within `queue_timeout`.
+    pub limit_rejected: IntCounter,
     /// Retries by reason, indexed like [`RETRY_REASONS`].
     pub retries: [IntCounter; 3],
     /// Retries refused because the budget was empty.
@@ -394,6 +400,8 @@ pub struct ListenerMetrics {
     pub connections_total: IntCounter,
     /// Connections currently open.
     pub connections_open: IntGauge,
+    /// Connections closed at accept because of `limits.max_connections`.
+    pub connections_rejected: IntCounter,
 }
 
 fn counter_vec(
@@ -485,6 +493,19 @@ impl Metrics {
                 &["listener"],
             )?,
             connections_open,
+            connections_rejected: counter_vec(
+                &r,
+                "weir_downstream_connections_rejected_total",
+                "Client connections closed at accept by `limits.max_connections`, by listener.",
+                &["listener"],
+            )?,
+            limit_rejected: counter_vec(
+                &r,
+                "weir_pool_limit_rejected_total",
+                "Requests answered 503 because the pool's request limits had no free slot \
+                 within `queue_timeout`.",
+                &["pool"],
+            )?,
             upstream_requests: counter_vec(
                 &r,
                 "weir_upstream_requests_total",
@@ -630,6 +651,7 @@ impl Metrics {
         ListenerMetrics {
             connections_total: self.inner.connections_total.with_label_values(&[name]),
             connections_open: self.inner.connections_open.with_label_values(&[name]),
+            connections_rejected: self.inner.connections_rejected.with_label_values(&[name]),
         }
     }
 
@@ -698,6 +720,7 @@ impl Metrics {
             received_bytes: f.received_bytes.with_label_values(&[pool]),
             sent_bytes: f.sent_bytes.with_label_values(&[pool]),
             no_endpoint: f.no_endpoint.with_label_values(&[pool]),
+            limit_rejected: f.limit_rejected.with_label_values(&[pool]),
             retries: RETRY_REASONS.map(|r| f.retries.with_label_values(&[pool, r])),
             budget_exhausted: f.budget_exhausted.with_label_values(&[pool]),
             probe_duration: f.probe_duration.with_label_values(&[pool]),

@@ -50,6 +50,8 @@ pub struct ConnCtx {
     pub scheme: &'static str,
     /// Idle tracking for the connection watchdog.
     pub activity: Arc<Activity>,
+    /// URI and body limits (`crate::limits`).
+    pub limits: crate::limits::RequestLimits,
 }
 
 /// Requests in flight on one client connection and when it last went idle,
@@ -118,6 +120,7 @@ struct Record {
     pool: Option<Arc<Pool>>,
     endpoint: Option<SocketAddr>,
     request_id: HeaderValue,
+    _admission: crate::limits::Admission,
 }
 
 impl Completion for Record {
@@ -173,6 +176,7 @@ pub async fn handle(
         pool: None,
         endpoint: None,
         request_id: request_id.clone(),
+        _admission: crate::limits::Admission::default(),
     };
     let result = forward(&ctx, req, &mut record, &request_id).await;
     let mut response = match result {
@@ -207,6 +211,7 @@ async fn forward(
     record: &mut Record,
     request_id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    crate::limits::check_head(&req, &ctx.limits)?;
     let raw_host = request_host(&req)?;
     let host = normalize_host(&raw_host).unwrap_or_default();
 
@@ -227,7 +232,8 @@ async fn forward(
     };
     record.pool = Some(Arc::clone(&pool));
 
-    let mut lease = pool.pick(std::time::Instant::now())?;
+    let (mut lease, admission) = crate::limits::admit(&pool, std::time::Instant::now()).await?;
+    record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
     let settings = pool.settings();
 
@@ -274,7 +280,8 @@ async fn forward(
     let received = &pool.metrics().received_bytes;
     let mut replay: Option<Replay> = None;
     let first_body = if max_attempts > 1 && retry::is_idempotent(&parts.method) {
-        match replayable_body(body, policy.max_replay_body, received).await? {
+        let buffered = replayable_body(body, policy.max_replay_body, received);
+        match ctx.limits.within(buffered).await?? {
             Ok(bytes) => {
                 replay = Some(Replay {
                     method: parts.method.clone(),
@@ -284,10 +291,10 @@ async fn forward(
                 });
                 RequestBody::Full((!bytes.is_empty()).then_some(bytes))
             }
-            Err(body) => RequestBody::Incoming(body, received.clone()),
+            Err(body) => RequestBody::Incoming(body, ctx.limits.meter(received)),
         }
     } else {
-        RequestBody::Incoming(body, received.clone())
+        RequestBody::Incoming(body, ctx.limits.meter(received))
     };
     let mut next = Some(Request::from_parts(parts, first_body));
     pool.budget().deposit();

@@ -1,5 +1,5 @@
 //! Distribution of real traffic across real backends, per algorithm.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The `weir` binary: `check`, `demo`, `--version`, and graceful shutdown on
 //! SIGTERM, run as a real process.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! one test per rejection rule, each checking that the error names the key
 //! path (and the line, where the file contains the offending value).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! `wait` (or until the test changes the data) before it is answered. The
 //! server records every query string so the tests can check the filters
 //! weir sends.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! dnsmasq re-reads `addn-hosts` files on SIGHUP, which is how the A-record
 //! test changes the answer under a running weir. (It does not re-read
 //! `srv-host` lines, so the SRV tests keep their records fixed.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

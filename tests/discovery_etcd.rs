@@ -2,7 +2,7 @@
 //! `etcd-server`, `/usr/bin/etcd`), started per test on free loopback
 //! ports with a temporary data directory. Keys are written through the
 //! same JSON gateway weir reads from.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

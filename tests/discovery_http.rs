@@ -1,6 +1,6 @@
 //! The `http` discovery source against a local JSON endpoint with ETags,
 //! and how a pool merges static endpoints with discovered ones.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Health checking and retries against real backends: active HTTP and TCP
 //! probes, passive ejection and its percentage cap, panic mode, safe
 //! retries on another endpoint, `Retry-After`, and the retry budget.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

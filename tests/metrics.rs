@@ -1,6 +1,6 @@
 //! The admin listener and the metrics it serves, checked by sending known
 //! traffic and parsing `/metrics` with a Prometheus text-format parser.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

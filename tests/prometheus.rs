@@ -1,7 +1,7 @@
 //! A real Prometheus server scrapes weir's admin listener, and `promtool`
 //! lints the exposition. Both come from Debian's `prometheus` package, which
 //! the README's test command (`scripts/test.sh`) installs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

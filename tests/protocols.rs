@@ -1,7 +1,12 @@
 //! Protocols beyond plain request/response: WebSocket upgrades through an
 //! HTTP/1.1 pool, and gRPC (unary and server-streaming, with trailers)
 //! through an h2c pool, using real tungstenite and tonic peers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::result_large_err
+)]
 
 mod common;
 

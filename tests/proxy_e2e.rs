@@ -1,6 +1,6 @@
 //! End-to-end forwarding through weir with real sockets: bodies, headers,
 //! routing, error statuses and timeouts.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -6,7 +6,7 @@
 //! every trigger works (file watcher on in-place writes, renames and
 //! ConfigMap-style symlink swaps, `POST /reload`, SIGHUP to the real
 //! binary); and the admin address cannot move without a restart.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -5,7 +5,7 @@
 //! open HTTP/2 connection; a mismatched key is refused by name; mutual TLS;
 //! upstream TLS with a private CA, a wrong CA (502), `insecure_skip_verify`,
 //! HTTP/2 over TLS, `sni:`, and health probes over TLS.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -53,6 +53,7 @@ pub(crate) fn pick<E: Endpoint>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::super::testutil::*;
     use super::super::{Algorithm, Selector, SelectorOptions};
     use super::*;

@@ -410,6 +410,7 @@ pub(crate) mod testutil {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::testutil::*;
     use super::*;
     use proptest::prelude::*;

@@ -247,6 +247,7 @@ impl P2c {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::super::testutil::*;
     use super::super::{Algorithm, Selector, SelectorOptions};
     use super::*;

@@ -247,6 +247,7 @@ fn smooth_schedule(weights: &[u64]) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::super::testutil::*;
     use super::super::{Algorithm, Selector};
     use super::*;

@@ -140,6 +140,10 @@ pub(crate) fn did_you_mean<'a>(
 }
 
 /// Levenshtein distance over chars (names are short, so O(n·m) is fine).
+#[allow(
+    clippy::indexing_slicing,
+    reason = "both rows have b.len() + 1 entries and j < b.len(), so every index is in range"
+)]
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -157,6 +161,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     #[test]

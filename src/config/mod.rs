@@ -79,6 +79,61 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish. Default 30s.
     pub shutdown_grace: Duration,
+    /// A request body that delivers no bytes for this long is abandoned
+    /// (408 if no response has started). Default 30s.
+    pub body_read_timeout: Duration,
+    /// Size and concurrency limits on what clients send (`limits:`).
+    pub limits: LimitsConfig,
+}
+
+/// The top-level `limits:` block: bounds on what one client can make weir
+/// hold in memory or keep busy. See `crate::limits`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitsConfig {
+    /// Largest HTTP/1 request head (request line and headers), in bytes;
+    /// also the HTTP/2 header-list size advertised in SETTINGS. Above it:
+    /// 431. Default 65536; at least 8192.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request head. Above it: 431.
+    /// Default 100.
+    pub max_headers: usize,
+    /// Longest request target (path and query, or the absolute URI), in
+    /// bytes. Above it: 414. Default 8192.
+    pub max_uri_bytes: usize,
+    /// Largest request body, in bytes; `None` = unlimited. Above it: 413.
+    /// Default unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Open client connections per listener; `None` = unlimited. A
+    /// connection over the limit is accepted and closed at once. Default
+    /// unlimited.
+    pub max_connections: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection (SETTINGS). Default 100.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: None,
+            max_connections: None,
+            h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// A pool's `limits:` block: concurrency caps on requests to it.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct PoolLimits {
+    /// Requests in flight to the pool at once; `None` = unlimited.
+    pub max_requests: Option<usize>,
+    /// Requests in flight to one endpoint at once; `None` = unlimited.
+    pub max_requests_per_endpoint: Option<usize>,
+    /// How long a request waits for a free slot before it is answered 503.
+    /// Default 1s.
+    pub queue_timeout: Duration,
 }
 
 /// Access log settings.
@@ -147,6 +202,8 @@ pub struct PoolConfig {
     pub discovery: Vec<DiscoveryConfig>,
     /// `tls:`: connect to the endpoints over TLS; `None` = cleartext.
     pub tls: Option<UpstreamTls>,
+    /// Concurrency limits (`limits:`).
+    pub limits: PoolLimits,
 }
 
 /// One entry of a pool's `discovery:` list.

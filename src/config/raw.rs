@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// `timeouts:`, the global defaults.
     pub timeouts: Option<RawTimeouts>,
+    /// `limits:`, bounds on client input.
+    pub limits: Option<RawLimits>,
     /// `access_log:`.
     pub access_log: Option<RawAccessLog>,
     /// `headers:`.
@@ -180,6 +182,39 @@ pub struct RawTimeouts {
     pub client_idle: Option<ConfigDuration>,
     /// Drain time on shutdown.
     pub shutdown_grace: Option<ConfigDuration>,
+    /// Longest pause between request body bytes.
+    pub body_read: Option<ConfigDuration>,
+}
+
+/// Top-level `limits:`. Sizes are signed so that a negative number is
+/// reported by validation in words rather than as a type mismatch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of limits")]
+pub struct RawLimits {
+    /// Largest request head in bytes.
+    pub max_header_bytes: Option<i64>,
+    /// Most header fields.
+    pub max_headers: Option<i64>,
+    /// Longest request target in bytes.
+    pub max_uri_bytes: Option<i64>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<i64>,
+    /// Open connections per listener.
+    pub max_connections: Option<i64>,
+    /// HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: Option<i64>,
+}
+
+/// A pool's `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of pool limits")]
+pub struct RawPoolLimits {
+    /// Requests in flight to the pool.
+    pub max_requests: Option<i64>,
+    /// Requests in flight to one endpoint.
+    pub max_requests_per_endpoint: Option<i64>,
+    /// Wait for a slot.
+    pub queue_timeout: Option<ConfigDuration>,
 }
 
 /// `access_log:`.
@@ -257,6 +292,8 @@ pub struct RawPool {
     pub discovery: Option<Vec<RawSource>>,
     /// TLS to the endpoints; absent means cleartext.
     pub tls: Option<RawUpstreamTls>,
+    /// Concurrency limits.
+    pub limits: Option<RawPoolLimits>,
 }
 
 /// One `discovery:` entry: a map with one key naming the registry.
@@ -712,7 +749,9 @@ impl<'de> Visitor<'de> for Probe<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let (Some(Segment::Key(want)), rest) = (self.path.first(), &self.path[1..]) else {
+        let (Some(Segment::Key(want)), rest) =
+            (self.path.first(), self.path.get(1..).unwrap_or(&[]))
+        else {
             return Ok(());
         };
         while let Some(key) = map.next_key::<KeyName>()? {
@@ -725,7 +764,9 @@ impl<'de> Visitor<'de> for Probe<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let (Some(Segment::Index(want)), rest) = (self.path.first(), &self.path[1..]) else {
+        let (Some(Segment::Index(want)), rest) =
+            (self.path.first(), self.path.get(1..).unwrap_or(&[]))
+        else {
             return Ok(());
         };
         for _ in 0..*want {
@@ -788,7 +829,7 @@ impl Visitor<'_> for Target {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
     use super::*;
 

@@ -26,9 +26,9 @@ use super::raw::{
 use super::{
     AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, ConsulConfig, DiscoveryConfig,
     DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig, HealthConfig, HostHeader,
-    HostMatch, HttpSourceConfig, ListenerConfig, ListenerTls, LoadMetric, PeakEwmaConfig,
-    PoolConfig, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig, SourceKind, TlsVersion,
-    UpstreamProtocol, UpstreamTls,
+    HostMatch, HttpSourceConfig, LimitsConfig, ListenerConfig, ListenerTls, LoadMetric,
+    PeakEwmaConfig, PoolConfig, PoolLimits, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig,
+    SourceKind, TlsVersion, UpstreamProtocol, UpstreamTls,
 };
 use crate::server::tls::ClientAuth;
 
@@ -41,6 +41,13 @@ const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
 const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_BODY_READ: Duration = Duration::from_secs(30);
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// hyper's HTTP/1 read buffer cannot be smaller than this (it asserts).
+const MIN_HEADER_BYTES: i64 = 8192;
+/// Sizes are carried as `usize`/`u32`; the caps keep every conversion exact
+/// on 32-bit targets too and catch runaway values.
+const MAX_SIZE: i64 = 1 << 30;
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
 const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -99,6 +106,12 @@ impl Validator<'_> {
             )?,
             idle_timeout: or(t.client_idle, DEFAULT_CLIENT_IDLE),
             shutdown_grace: or(t.shutdown_grace, DEFAULT_SHUTDOWN_GRACE),
+            body_read_timeout: self.nonzero(
+                "timeouts.body_read",
+                t.body_read,
+                DEFAULT_BODY_READ,
+            )?,
+            limits: self.limits(raw.limits.unwrap_or_default())?,
         };
 
         let access_log = AccessLogConfig {
@@ -369,6 +382,81 @@ impl Validator<'_> {
             retries: self.retries(&format!("{key}.retries"), p.retries)?,
             discovery,
             tls,
+            limits: self.pool_limits(&format!("{key}.limits"), p.limits)?,
+        })
+    }
+
+    /// The top-level `limits:` block.
+    fn limits(&self, l: raw::RawLimits) -> Result<LimitsConfig, ConfigError> {
+        let d = LimitsConfig::default();
+        let size = |key: &str, v: Option<i64>, default: usize, min: i64, max: i64| {
+            self.int_in(key, v, default as i64, min, max)
+                .map(|v| usize::try_from(v).unwrap_or(default))
+        };
+        let optional = |key: &str, v: Option<i64>, max: i64| match v {
+            None => Ok(None),
+            Some(v) => self.int_in(key, Some(v), 1, 1, max).map(|v| Some(v as u64)),
+        };
+        Ok(LimitsConfig {
+            max_header_bytes: size(
+                "limits.max_header_bytes",
+                l.max_header_bytes,
+                d.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_SIZE,
+            )?,
+            max_headers: size(
+                "limits.max_headers",
+                l.max_headers,
+                d.max_headers,
+                1,
+                10_000,
+            )?,
+            max_uri_bytes: size(
+                "limits.max_uri_bytes",
+                l.max_uri_bytes,
+                d.max_uri_bytes,
+                16,
+                MAX_SIZE,
+            )?,
+            max_body_bytes: optional("limits.max_body_bytes", l.max_body_bytes, i64::MAX)?,
+            max_connections: optional("limits.max_connections", l.max_connections, MAX_SIZE)?
+                .map(|v| v as usize),
+            h2_max_concurrent_streams: self.int_in(
+                "limits.h2_max_concurrent_streams",
+                l.h2_max_concurrent_streams,
+                i64::from(d.h2_max_concurrent_streams),
+                1,
+                i64::from(u32::MAX),
+            )? as u32,
+        })
+    }
+
+    /// A pool's `limits:` block.
+    fn pool_limits(
+        &self,
+        key: &str,
+        raw: Option<raw::RawPoolLimits>,
+    ) -> Result<PoolLimits, ConfigError> {
+        let Some(l) = raw else {
+            return Ok(PoolLimits {
+                queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+                ..PoolLimits::default()
+            });
+        };
+        let count = |k: &str, v: Option<i64>| match v {
+            None => Ok(None),
+            Some(v) => self
+                .int_in(&format!("{key}.{k}"), Some(v), 1, 1, MAX_SIZE)
+                .map(|v| Some(v as usize)),
+        };
+        Ok(PoolLimits {
+            max_requests: count("max_requests", l.max_requests)?,
+            max_requests_per_endpoint: count(
+                "max_requests_per_endpoint",
+                l.max_requests_per_endpoint,
+            )?,
+            queue_timeout: or(l.queue_timeout, DEFAULT_QUEUE_TIMEOUT),
         })
     }
 

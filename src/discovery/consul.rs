@@ -266,6 +266,7 @@ fn parse_instance(entry: &Value) -> Result<Option<(SocketAddr, u32)>, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     fn config() -> ConsulConfig {

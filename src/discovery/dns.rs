@@ -385,6 +385,7 @@ fn refresh_after(ttl: Option<u32>, min: Duration, max: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
     use hickory_resolver::proto::rr::rdata::{A, AAAA};
     use std::net::{Ipv4Addr, Ipv6Addr};

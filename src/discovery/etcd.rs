@@ -728,6 +728,7 @@ fn snippet(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     fn b64(s: &str) -> String {

@@ -411,6 +411,7 @@ async fn http_status(stream: MaybeTls, req: Request<Empty<Bytes>>) -> Result<u16
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
     use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
     use std::sync::Mutex;

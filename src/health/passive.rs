@@ -257,6 +257,7 @@ pub fn record(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
     use crate::health::{clock_base, Health};
 

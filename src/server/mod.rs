@@ -11,6 +11,16 @@
 //!   the listener task waits (bounded by the grace period, in `app`) for
 //!   in-flight requests to finish.
 //!
+//! Both watchdogs apply to HTTP/1 and HTTP/2 alike: an HTTP/2 connection
+//! with no stream in flight is idle, so a half-open or abandoned h2
+//! connection is sent GOAWAY and closed after `client_idle`; one whose peer
+//! vanished is also caught by the keep-alive PING.
+//!
+//! `limits.max_connections` is checked at accept: a connection over the
+//! limit is accepted and closed at once (counted in
+//! `weir_downstream_connections_rejected_total`), which tells the client
+//! immediately instead of leaving it in the kernel backlog.
+//!
 //! Accept errors such as `EMFILE` are logged and followed by a short pause
 //! instead of a hot loop (hyper-util's `server_graceful` example).
 //!
@@ -38,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::limits::{ConnectionLimit, ConnectionSlot, RequestLimits};
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{self, Activity, ConnCtx};
 use crate::snapshot::Shared;
@@ -83,20 +94,57 @@ impl Listener {
     }
 }
 
+/// Streams an HTTP/2 client may reset before weir accepts them (h2's
+/// default, set explicitly). Past it the connection gets GOAWAY
+/// `ENHANCE_YOUR_CALM`: the CVE-2023-44487 rapid-reset mitigation.
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams weir may reset because of the client's protocol errors before
+/// it closes the connection (hyper's default, set explicitly): a client
+/// that keeps provoking resets is cut off.
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Builds the connection builder shared by all connections of a listener.
+///
+/// Defaults of hyper 1.x / h2 0.4 and what weir sets instead:
+///
+/// | setting | hyper/h2 default | weir |
+/// |---------|------------------|------|
+/// | HTTP/1 `max_buf_size` (head size) | ~400 KiB | `limits.max_header_bytes` (64 KiB) |
+/// | HTTP/1 `max_headers` | 100 | `limits.max_headers` (100) |
+/// | HTTP/2 `max_concurrent_streams` | 200 | `limits.h2_max_concurrent_streams` (100) |
+/// | HTTP/2 `max_header_list_size` | 16 KiB | `limits.max_header_bytes` |
+/// | HTTP/2 `max_pending_accept_reset_streams` | 20 | 20 |
+/// | HTTP/2 `max_local_error_reset_streams` | 1024 | 1024 |
+///
+/// CONTINUATION floods (CVE-2024-27316 and kin) need no setting: h2 counts
+/// CONTINUATION frames per header block against a cap derived from
+/// `max_header_list_size` / `max_frame_size` (at least 5) and answers a
+/// longer run with GOAWAY `ENHANCE_YOUR_CALM`, before buffering past the
+/// header-list limit.
 pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let limits = &server.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // The read buffer must hold the whole request head, so its cap is
+        // the head-size limit: a larger head is answered 431 and closed.
+        // Validation keeps it at least hyper's minimum (8 KiB).
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
         // Detect dead peers on otherwise quiet HTTP/2 connections.
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
     builder
 }
 
@@ -120,6 +168,8 @@ pub async fn serve(
 ) {
     let mut server = shared.snapshot().config.server.clone();
     let mut builder = Arc::new(connection_builder(&server));
+    let mut limits = RequestLimits::from_config(&server);
+    let open = ConnectionLimit::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -133,17 +183,28 @@ pub async fn serve(
                     if snap.config.server != server {
                         server = snap.config.server.clone();
                         builder = Arc::new(connection_builder(&server));
+                        limits = RequestLimits::from_config(&server);
                     }
                 }
+                // Over the limit: accept (so the client is not left in the
+                // backlog) and close at once.
+                let Some(slot) = open.try_acquire(server.limits.max_connections) else {
+                    metrics.connections_rejected.inc();
+                    drop(stream);
+                    tracing::debug!(listener = %listener.name, %peer, "connection limit reached");
+                    continue;
+                };
                 let tls = tls.load_full();
                 let ctx = Arc::new(ConnCtx {
                     shared: Arc::clone(&shared),
                     peer,
                     scheme: if tls.is_some() { "https" } else { "http" },
                     activity: Arc::new(Activity::new()),
+                    limits,
                 });
                 tracker.spawn(accept_connection(
                     stream,
+                    slot,
                     tls,
                     ctx,
                     Arc::clone(&builder),
@@ -167,8 +228,10 @@ pub async fn serve(
 
 /// Runs the TLS handshake if the listener has TLS, then serves the
 /// connection. Counted as open from accept to close, handshake included.
+#[allow(clippy::too_many_arguments)]
 async fn accept_connection(
     stream: TcpStream,
+    _slot: ConnectionSlot,
     tls: Option<Arc<tls::TlsRuntime>>,
     ctx: Arc<ConnCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -209,6 +272,11 @@ async fn serve_connection<S>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
+    // Set when the idle watchdog shut the connection down: HTTP/2's
+    // graceful shutdown waits for the client to acknowledge a PING after
+    // GOAWAY, which a half-open or hostile client never does. If the
+    // connection is still idle this long after GOAWAY, it is dropped.
+    let mut force_close_at: Option<tokio::time::Instant> = None;
     loop {
         let idle_deadline = activity.idle_since().map(|since| since + idle_timeout);
         tokio::select! {
@@ -228,11 +296,26 @@ async fn serve_connection<S>(
                 if activity.idle_since().is_some_and(|s| s + idle_timeout <= tokio::time::Instant::now()) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    force_close_at =
+                        Some(tokio::time::Instant::now() + idle_timeout.min(IDLE_CLOSE_GRACE));
                 }
+            }
+            _ = sleep_until_or_forever(force_close_at), if force_close_at.is_some() => {
+                if activity.idle_since().is_some() {
+                    tracing::debug!("idle connection did not close after GOAWAY; dropping it");
+                    break;
+                }
+                // A request arrived after all: let it finish (drain and
+                // request timeouts bound it), then look again.
+                force_close_at = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
             }
         }
     }
 }
+
+/// Longest wait, after an idle connection was sent GOAWAY, for it to
+/// close by itself (capped by `client_idle`).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     match deadline {

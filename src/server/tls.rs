@@ -446,7 +446,13 @@ fn load_certificate(
     let key_pem = read_file(&src.key).map_err(|m| fail(&key_field, m))?;
     let chain = parse_certs(&src.cert, &cert_pem).map_err(|m| fail(&cert_field, m))?;
     let key = parse_key(&src.key, &key_pem).map_err(|m| fail(&key_field, m))?;
-    let facts = leaf_facts(chain[0].as_ref())
+    let leaf = chain.first().ok_or_else(|| {
+        fail(
+            &cert_field,
+            format!("{}: no certificate found", src.cert.display()),
+        )
+    })?;
+    let facts = leaf_facts(leaf.as_ref())
         .map_err(|m| fail(&cert_field, format!("{}: {m}", src.cert.display())))?;
     let ck = certified_key(chain, key, &src.cert, &src.key, provider).map_err(|(on_key, m)| {
         if on_key {
@@ -547,7 +553,7 @@ pub fn load_listener_tls(src: ListenerTlsSource) -> Result<ListenerTls, TlsConfi
                 format!("`{p}` is not a protocol weir serves; use `h2` and/or `http/1.1`"),
             ));
         }
-        if src.alpn[..i].contains(p) {
+        if src.alpn.iter().take(i).any(|q| q == p) {
             return Err(fail(format!("alpn[{i}]"), format!("`{p}` is listed twice")));
         }
     }
@@ -746,7 +752,7 @@ pub fn failure_reason(e: &std::io::Error) -> usize {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
     use super::*;
 

@@ -142,6 +142,10 @@ pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// A fresh request id: 128 random bits as 32 lowercase hex digits.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "the index is masked to 0..16, the length of HEX"
+)]
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
@@ -157,6 +161,7 @@ pub fn new_request_id() -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {

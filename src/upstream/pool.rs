@@ -143,6 +143,7 @@ pub struct Pool {
     panic: AtomicBool,
     panic_checked_ms: AtomicU64,
     base: Instant,
+    gate: crate::limits::PoolGate,
 }
 
 /// What the pool's discovery sources last reported.
@@ -235,6 +236,7 @@ impl Pool {
             panic: AtomicBool::new(false),
             panic_checked_ms: AtomicU64::new(0),
             base: now,
+            gate: crate::limits::PoolGate::new(&config.limits),
         };
         let reuse: Vec<Arc<Backend>> = previous
             .map(|(_, old)| old.backends().backends().to_vec())
@@ -355,6 +357,11 @@ impl Pool {
     /// This pool's metric handles.
     pub fn metrics(&self) -> &PoolMetrics {
         &self.metrics
+    }
+
+    /// The pool's request slots (`limits:`).
+    pub fn gate(&self) -> &crate::limits::PoolGate {
+        &self.gate
     }
 
     /// The pool's retry budget.

@@ -1,6 +1,11 @@
 //! Shared test fixtures: real backends on `127.0.0.1:0`, weir started from
 //! a YAML string, and HTTP clients.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::convert::Infallible;
 use std::future::Future;
