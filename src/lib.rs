@@ -17,21 +17,37 @@
 //!                    2 routing::RoutingTable::resolve(host, path) → Arc<Pool>
 //!                    3 Pool::pick(now) → Lease      (balance::Selector, in_flight += 1)
 //!                    4 upstream::headers: hop-by-hop, X-Forwarded-*, X-Request-Id, Via
-//!                    5 upstream ConnPool::send      (connect / response-header timeouts)
+//!                    5 upstream ConnPool::send      (connect / TLS / response-header timeouts)
+//!                      on failure: health::passive::record (outlier ejection), and
+//!                      retry::* decides whether another endpoint may be tried
 //!                    6 body::ResponseBody streams back; at its end the lease drops
 //!                      (in_flight -= 1), the connection returns to the idle pool and
-//!                      the access-log line is written
+//!                      the access-log line and metrics are written
 //!  limits: limits::check_head (414/413), limits::admit (pool slots, 503)
-//!  errors: error::ProxyError::status() — 404 no route, 503 no endpoint,
-//!          502 connect/protocol failure, 504 timeout
+//!  errors: error::ProxyError::status() — 400/408/413/414 client faults, 404 no route,
+//!          503 no endpoint, 502 connect/protocol failure, 504 timeout
 //! ```
 //!
 //! # Planes
 //!
 //! The request path (`server → proxy → routing → upstream → balance`) only
-//! reads shared state. The control plane (`config`, `app`, `reload`, and the
-//! background tasks of each pool) builds a new [`snapshot::Snapshot`] and
-//! stores it atomically. `balance` and `routing` are pure code, with no IO.
+//! reads shared state: one [`snapshot::Snapshot`] behind an `ArcSwap`, and
+//! per-backend atomics (`balance::EndpointLoad`, `health::HealthCell`).
+//!
+//! The control plane writes it:
+//!
+//! - `config` parses and validates YAML (and TLS files) into a [`Config`];
+//!   startup, `weir check` and every reload use the same code;
+//! - `reload` (file watcher, SIGHUP, `POST /reload`) builds a new snapshot,
+//!   reusing unchanged pools and backends, and swaps it in; it also owns
+//!   listener lifecycles and each pool's background tasks;
+//! - per pool, `discovery::drive` merges registry answers into the pool's
+//!   backend set, and `health::active` probes endpoints and flips their
+//!   `HealthCell`;
+//! - `app` wires it together and shuts down in order.
+//!
+//! `balance`, `routing`, `retry::Budget` and `health::Tracker` are pure code,
+//! with no IO, tested and benched alone.
 
 pub mod app;
 pub mod balance;
