@@ -55,7 +55,7 @@ pub const EJECTION_REASONS: [&str; 4] = ["connect_error", "reset", "timeout", "s
 /// Status classes; upstream attempts that got no response count as `error`.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
-/// Index into [`METHODS`].
+/// Index into the method classes (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, OTHER).
 pub fn method_class(m: &Method) -> usize {
     match *m {
         Method::GET => 0,

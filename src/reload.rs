@@ -9,7 +9,7 @@
 //! are debounced, and a reload whose file content hash equals the running
 //! one is skipped, so unrelated files in the directory cost one read.
 //!
-//! The transaction ([`Control::apply`]):
+//! The transaction (`Control::apply`):
 //!
 //! 1. parse and validate with [`Config::from_yaml`] — the same code path as
 //!    `weir check` and startup;

@@ -86,7 +86,7 @@ impl From<ProxyError> for SendError {
 }
 
 /// An HTTP/1 connection lent to one request; give it back with
-/// [`PooledConn::release`] once the response body has ended.
+/// `ConnPool::release` once the response body has ended.
 #[derive(Debug)]
 pub struct PooledConn {
     sender: http1::SendRequest<RequestBody>,
