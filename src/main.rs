@@ -95,11 +95,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("{}: ok: {}", args.config.display(), config.summary());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime, which skips the work-stealing
+    // machinery (run queues shared between workers, cross-thread wake-ups)
+    // that a single worker never needs. More: the multi-thread scheduler.
+    let mut rt = match cli.global.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     rt.enable_all();
-    if let Some(n) = cli.global.threads {
-        rt.worker_threads(n.max(1));
-    }
     let rt = rt.build().context("cannot start the tokio runtime")?;
     rt.block_on(async move {
         match command {
