@@ -213,7 +213,8 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     crate::limits::check_head(&req, &ctx.limits)?;
     let raw_host = request_host(&req)?;
-    let host = normalize_host(&raw_host).unwrap_or_default();
+    let raw_host = raw_host.as_str();
+    let host = normalize_host(raw_host).unwrap_or_default();
 
     // Route with the snapshot guard held only inside this block.
     let (pool, via) = {
@@ -250,7 +251,7 @@ async fn forward(
         headers,
         ctx.peer.ip(),
         ctx.scheme,
-        Some(raw_host.as_str()).filter(|h| !h.is_empty()),
+        Some(raw_host).filter(|h| !h.is_empty()),
     );
     if let Some(pseudonym) = &via {
         hdr::add_via(headers, parts.version, pseudonym);
@@ -270,7 +271,7 @@ async fn forward(
         }
     }
     let target = Target {
-        raw_host: &raw_host,
+        raw_host,
         path_and_query: &path_and_query,
     };
 
@@ -628,21 +629,40 @@ fn caused_by_client_body(e: &hyper::Error) -> bool {
 /// HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says wins over
 /// `Host`), else the single `Host` header. HTTP/1.1 without `Host`, or with
 /// several, is a 400 (RFC 9112 §3.2).
-fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
+fn request_host(req: &Request<Incoming>) -> Result<RawHost, ProxyError> {
     if let Some(a) = req.uri().authority() {
-        return Ok(a.as_str().to_owned());
+        return Ok(RawHost::Authority(a.clone()));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("several Host headers")),
-        (Some(v), None) => v
-            .to_str()
-            .map(str::to_owned)
-            .map_err(|_| ProxyError::BadRequest("invalid Host header")),
+        (Some(v), None) => match v.to_str() {
+            Ok(_) => Ok(RawHost::Header(v.clone())),
+            Err(_) => Err(ProxyError::BadRequest("invalid Host header")),
+        },
         (None, _) if req.version() == Version::HTTP_11 => {
             Err(ProxyError::BadRequest("missing Host header"))
         }
-        (None, _) => Ok(String::new()),
+        (None, _) => Ok(RawHost::None),
+    }
+}
+
+/// The host as the client sent it. Both forms share the bytes hyper
+/// already parsed (a reference-count increment, no copy).
+enum RawHost {
+    Authority(http::uri::Authority),
+    /// A `Host` value already checked to be visible ASCII.
+    Header(HeaderValue),
+    None,
+}
+
+impl RawHost {
+    fn as_str(&self) -> &str {
+        match self {
+            RawHost::Authority(a) => a.as_str(),
+            RawHost::Header(v) => v.to_str().unwrap_or(""),
+            RawHost::None => "",
+        }
     }
 }
 

@@ -97,11 +97,16 @@ pub fn add_forwarded(
     proto: &'static str,
     host: Option<&str>,
 ) {
-    let ip = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
+    use std::fmt::Write as _;
+    let mut xff = String::with_capacity(64);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if !prev.trim().is_empty() {
+            xff.push_str(prev);
+            xff.push_str(", ");
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(xff, "{client}");
     // Several XFF lines are one list (RFC 9110 §5.3); we folded the first,
     // so drop the others rather than forward a partial chain.
     headers.remove(&X_FORWARDED_FOR);
