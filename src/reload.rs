@@ -7,7 +7,9 @@
 //! Kubernetes swaps a ConfigMap by re-pointing a `..data` symlink; either
 //! way the watched inode of the file itself would go stale. Bursts of events
 //! are debounced, and a reload whose file content hash equals the running
-//! one is skipped, so unrelated files in the directory cost one read.
+//! one is skipped, so unrelated files in the directory cost one read
+//! (unless the last reload failed: then the next event rereads the file,
+//! so restoring the running config clears the failure).
 //!
 //! The transaction (`Control::apply`):
 //!
@@ -572,9 +574,15 @@ async fn run(
     changed_at_start: bool,
     cancel: CancellationToken,
 ) {
+    // Whether the last reload failed. A failed reload leaves the running
+    // config's hash in place, so after a failure the file must be reread
+    // on the next event even when it matches the running config again:
+    // restoring a deleted file, or undoing a bad edit, is a successful
+    // reload and must clear `weir_config_last_reload_success = 0`.
+    let mut failed = false;
     if changed_at_start {
         tracing::info!("config file changed during startup; reloading");
-        let _ = reload(&control, &mut watcher).await;
+        failed = reload(&control, &mut watcher).await.is_err();
     }
     loop {
         tokio::select! {
@@ -582,6 +590,7 @@ async fn run(
             req = requests.recv() => {
                 let Some(reply) = req else { return };
                 let result = reload(&control, &mut watcher).await;
+                failed = result.is_err();
                 let _ = reply.send(result);
             }
             Some(()) = file_events.recv() => {
@@ -593,14 +602,14 @@ async fn run(
                         Some(()) = file_events.recv() => {}
                     }
                 }
-                if file_changed(&control) {
+                if failed || file_changed(&control) {
                     tracing::info!("config file changed; reloading");
-                    let _ = reload(&control, &mut watcher).await;
+                    failed = reload(&control, &mut watcher).await.is_err();
                 }
             }
             _ = recv_signal(&mut hup) => {
                 tracing::info!("SIGHUP; reloading");
-                let _ = reload(&control, &mut watcher).await;
+                failed = reload(&control, &mut watcher).await.is_err();
             }
         }
     }

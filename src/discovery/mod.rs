@@ -349,9 +349,17 @@ pub async fn drive<D: Discovery>(
                     st.last_error = Some(e.to_string());
                     st.consecutive_errors = errors;
                 });
+                // Never sleep past the moment the last good set goes stale,
+                // so `max_stale` is honoured to within one refresh rather
+                // than one (possibly 30 s) backoff.
+                let mut wait = backoff(errors);
+                if let (Some((_, at)), Some(max)) = (&last_good, config.max_stale) {
+                    let until_stale = max.saturating_sub(at.elapsed());
+                    wait = wait.min(until_stale + Duration::from_millis(10));
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(errors)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
