@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -224,30 +223,6 @@ fn yaml(consul: SocketAddr, extra: &str) -> String {
          pools:\n  - name: p\n    balance: round_robin\n    discovery:\n      \
          - consul: {{address: \"http://{consul}\", service: web{extra}}}\n"
     )
-}
-
-fn addrs(weir: &weir::Weir) -> BTreeSet<SocketAddr> {
-    weir.shared().snapshot_full().pools[0]
-        .backends()
-        .backends()
-        .iter()
-        .map(|b| b.addr())
-        .collect()
-}
-
-async fn until_set(weir: &weir::Weir, want: &[SocketAddr], deadline: Duration) -> Duration {
-    let want: BTreeSet<SocketAddr> = want.iter().copied().collect();
-    let t = tokio::time::Instant::now();
-    assert!(
-        eventually(deadline, || addrs(weir) == want).await,
-        "pool is {:?}, want {want:?}",
-        addrs(weir)
-    );
-    t.elapsed()
-}
-
-fn names(n: &[&str]) -> BTreeSet<String> {
-    n.iter().map(|s| (*s).to_owned()).collect()
 }
 
 async fn source(weir: &weir::Weir) -> Value {

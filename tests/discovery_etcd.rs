@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,31 +206,6 @@ fn yaml_eps(endpoints: &[&str], extra: &str) -> String {
          pools:\n  - name: p\n    balance: round_robin\n    discovery:\n      \
          - etcd: {{endpoints: [{etcd}], prefix: /services/p/{extra}}}\n"
     )
-}
-
-fn addrs(weir: &weir::Weir) -> BTreeSet<SocketAddr> {
-    weir.shared().snapshot_full().pools[0]
-        .backends()
-        .backends()
-        .iter()
-        .map(|b| b.addr())
-        .collect()
-}
-
-fn names(n: &[&str]) -> BTreeSet<String> {
-    n.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// Waits until weir's pool holds exactly `want`; returns how long it took.
-async fn until_set(weir: &weir::Weir, want: &[SocketAddr], deadline: Duration) -> Duration {
-    let want: BTreeSet<SocketAddr> = want.iter().copied().collect();
-    let t = tokio::time::Instant::now();
-    assert!(
-        eventually(deadline, || addrs(weir) == want).await,
-        "pool is {:?}, want {want:?}",
-        addrs(weir)
-    );
-    t.elapsed()
 }
 
 async fn source_state(weir: &weir::Weir) -> Value {

@@ -14,24 +14,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64) * 0.99).ceil() as usize;
-    samples[i.saturating_sub(1).min(samples.len() - 1)]
-}
-
-async fn measure(client: &HttpClient, addr: SocketAddr, n: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let (parts, _) = send(client, get(addr, "a", "/")).await;
-        assert_eq!(parts.status, 200);
-        out.push(t.elapsed());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    out
-}
-
 /// What the flooding client observed.
 #[derive(Debug, Default)]
 struct FloodReport {

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -102,24 +101,6 @@ async fn stalled_body_after_response_started_resets_the_connection() {
     assert!(closed, "connection hung: {res}");
     assert!(matches!(status_of(&res), Some(408) | Some(200)), "{res}");
     weir.shutdown().await;
-}
-
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64) * 0.99).ceil() as usize;
-    samples[i.saturating_sub(1).min(samples.len() - 1)]
-}
-
-async fn measure(client: &HttpClient, addr: SocketAddr, n: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let (parts, _) = send(client, get(addr, "a", "/")).await;
-        assert_eq!(parts.status, 200);
-        out.push(t.elapsed());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    out
 }
 
 /// Acceptance: 200 connections each sending one byte of a request head per

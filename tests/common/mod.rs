@@ -242,3 +242,50 @@ pub async fn backends_hit(
     }
     seen
 }
+
+/// Addresses in the first pool's current backend set.
+pub fn addrs(weir: &weir::Weir) -> std::collections::BTreeSet<SocketAddr> {
+    weir.shared().snapshot_full().pools[0]
+        .backends()
+        .backends()
+        .iter()
+        .map(|b| b.addr())
+        .collect()
+}
+
+/// Waits until the first pool holds exactly `want`; returns how long it took.
+pub async fn until_set(weir: &weir::Weir, want: &[SocketAddr], deadline: Duration) -> Duration {
+    let want: std::collections::BTreeSet<SocketAddr> = want.iter().copied().collect();
+    let t = tokio::time::Instant::now();
+    assert!(
+        eventually(deadline, || addrs(weir) == want).await,
+        "pool is {:?}, want {want:?}",
+        addrs(weir)
+    );
+    t.elapsed()
+}
+
+/// A set of owned names, for comparing with `backends_hit`.
+pub fn names(n: &[&str]) -> std::collections::BTreeSet<String> {
+    n.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The 99th percentile of `samples` (nearest rank).
+pub fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64) * 0.99).ceil() as usize;
+    samples[i.saturating_sub(1).min(samples.len() - 1)]
+}
+
+/// `n` sequential GETs 10 ms apart; each must be 200. Returns their latencies.
+pub async fn measure(client: &HttpClient, addr: SocketAddr, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = tokio::time::Instant::now();
+        let (parts, _) = send(client, get(addr, "a", "/")).await;
+        assert_eq!(parts.status, 200);
+        out.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out
+}
