@@ -25,7 +25,7 @@ use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::reload::{self, Control, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary};
-use crate::server::{admin, Listener};
+use crate::server::{admin, BindError, Listener};
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why weir could not start.
@@ -35,15 +35,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listener could not bind.
-    #[error("cannot bind listener `{name}` to {addr}: {source}")]
-    Bind {
-        /// Listener name (`admin` for the admin listener).
-        name: String,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// Metric registration failed (a bug: names collide).
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -93,18 +86,10 @@ impl Weir {
         // startup cleanly.
         let mut bound = Vec::with_capacity(config.listeners.len());
         for lc in &config.listeners {
-            let l = Listener::bind(&lc.name, lc.bind).map_err(|source| StartError::Bind {
-                name: lc.name.clone(),
-                addr: lc.bind,
-                source,
-            })?;
+            let l = Listener::bind(&lc.name, lc.bind)?;
             bound.push((lc.clone(), l));
         }
-        let admin_listener = admin::bind(config.admin.bind).map_err(|source| StartError::Bind {
-            name: "admin".into(),
-            addr: config.admin.bind,
-            source,
-        })?;
+        let admin_listener = admin::bind(config.admin.bind)?;
         let admin_addr = admin_listener.local_addr();
 
         let snapshot = Snapshot::build(Arc::clone(&config), 1, None, &metrics);

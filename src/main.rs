@@ -134,9 +134,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let weir = loop {
         match weir::Weir::start(weir::demo::config(listen, admin, &backends)?).await {
             Ok(w) => break w,
-            Err(weir::StartError::Bind { addr, source, .. })
-                if source.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 =>
+            Err(weir::StartError::Bind(e))
+                if e.source.kind() == std::io::ErrorKind::AddrInUse && e.addr.port() != 0 =>
             {
+                let addr = e.addr;
                 tracing::warn!(%addr, "address in use; using an ephemeral port");
                 if addr == listen {
                     listen.set_port(0);

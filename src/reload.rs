@@ -63,15 +63,8 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A new listener could not bind.
-    #[error("cannot bind listener `{name}` to {addr}: {source}")]
-    Bind {
-        /// Listener name.
-        name: String,
-        /// Address.
-        addr: SocketAddr,
-        /// OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
     /// Changing the admin listener's address needs a restart.
     #[error(
         "admin.bind changed from {from} to {to}; the admin listener cannot move without a restart"
@@ -381,11 +374,7 @@ impl Control {
             if keep {
                 continue;
             }
-            let l = Listener::bind(&lc.name, lc.bind).map_err(|source| ReloadError::Bind {
-                name: lc.name.clone(),
-                addr: lc.bind,
-                source,
-            })?;
+            let l = Listener::bind(&lc.name, lc.bind)?;
             bound.push((lc.clone(), l));
         }
 

@@ -265,6 +265,6 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
 }
 
 /// Binds the admin listener.
-pub fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
+pub fn bind(addr: SocketAddr) -> Result<Listener, super::BindError> {
     Listener::bind("admin", addr)
 }

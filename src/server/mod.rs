@@ -53,6 +53,18 @@ use crate::metrics::ListenerMetrics;
 use crate::proxy::{self, Activity, ConnCtx};
 use crate::snapshot::Shared;
 
+/// A listener that could not bind; startup and reload both report it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind listener `{name}` to {addr}: {source}")]
+pub struct BindError {
+    /// Listener name (`admin` for the admin listener).
+    pub name: String,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The OS error.
+    pub source: std::io::Error,
+}
+
 /// A bound traffic listener, ready to serve.
 #[derive(Debug)]
 pub struct Listener {
@@ -63,7 +75,15 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `addr` with `SO_REUSEADDR` (fast restarts) and a deep backlog.
-    pub fn bind(name: &str, addr: SocketAddr) -> std::io::Result<Listener> {
+    pub fn bind(name: &str, addr: SocketAddr) -> Result<Listener, BindError> {
+        Self::bind_socket(name, addr).map_err(|source| BindError {
+            name: name.to_owned(),
+            addr,
+            source,
+        })
+    }
+
+    fn bind_socket(name: &str, addr: SocketAddr) -> std::io::Result<Listener> {
         let domain = socket2::Domain::for_address(addr);
         let socket =
             socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
