@@ -213,10 +213,12 @@ async fn a_failing_registry_keeps_the_last_good_set_until_max_stale() {
     let (p, body) = send(&c, get(addr, "x", "/")).await;
     assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("pool `p`"));
-    // The registry recovers: endpoints come back.
+    // The registry recovers: endpoints come back at the driver's next try,
+    // which after several failures may be a jittered backoff of up to 30 s
+    // (`discovery::backoff`); usually it is a few seconds.
     reg.fail.store(false, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(8), || snap().pools[0]
+        eventually(Duration::from_secs(35), || snap().pools[0]
             .backends()
             .backends()
             .len()
