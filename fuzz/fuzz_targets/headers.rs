@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use weir::upstream::headers::{
-    add_forwarded, add_via, incoming_request_id, strip_hop_by_hop, wants_upgrade,
+    add_forwarded, add_via, client_ip_value, incoming_request_id, strip_hop_by_hop,
+    wants_upgrade,
 };
 
 /// Names the functions look at, so short inputs hit them often.
@@ -65,9 +66,9 @@ fuzz_target!(|data: &[u8]| {
     // The client's Host value (any bytes that are a str) is passed through.
     let host = map
         .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    add_forwarded(&mut map, client, proto, host.as_deref());
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
+    add_forwarded(&mut map, &client_ip_value(client), proto, host);
     add_via(&mut map, http::Version::HTTP_11, "weir");
     let _ = incoming_request_id(&map);
 });

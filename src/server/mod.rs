@@ -218,6 +218,7 @@ pub async fn serve(
                 let ctx = Arc::new(ConnCtx {
                     shared: Arc::clone(&shared),
                     peer,
+                    client_ip: crate::upstream::headers::client_ip_value(peer.ip()),
                     scheme: if tls.is_some() { "https" } else { "http" },
                     activity: Arc::new(Activity::new()),
                     limits,
@@ -263,19 +264,31 @@ async fn accept_connection(
     metrics.connections_open.inc();
     match tls {
         None => serve_connection(stream, ctx, builder, idle_timeout, drain).await,
-        Some(tls) => {
-            let peer = ctx.peer;
-            let handshake = tls::handshake(&tls, stream, peer);
-            let stream = tokio::select! {
-                s = handshake => s,
-                _ = drain.cancelled() => None,
-            };
-            if let Some(stream) = stream {
-                serve_connection(stream, ctx, builder, idle_timeout, drain).await;
-            }
-        }
+        // Boxed: the TLS handshake and TLS stream make this branch's future
+        // twice the size of the plain one, and every connection task is as
+        // large as its largest branch.
+        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, builder, idle_timeout, drain)).await,
     }
     metrics.connections_open.dec();
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<tls::TlsRuntime>,
+    ctx: Arc<ConnCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    idle_timeout: Duration,
+    drain: CancellationToken,
+) {
+    let peer = ctx.peer;
+    let handshake = tls::handshake(&tls, stream, peer);
+    let stream = tokio::select! {
+        s = handshake => s,
+        _ = drain.cancelled() => None,
+    };
+    if let Some(stream) = stream {
+        serve_connection(stream, ctx, builder, idle_timeout, drain).await;
+    }
 }
 
 async fn serve_connection<S>(

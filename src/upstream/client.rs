@@ -142,14 +142,21 @@ impl ConnPool {
     ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
         match self.protocol {
             UpstreamProtocol::H2c => {
-                let mut sender = match self.h2_sender(settings).await {
-                    Ok(s) => s,
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(req),
-                        })
-                    }
+                // Connecting is rare and its future is large: boxed, so
+                // the per-request future (kept for the whole life of each
+                // client connection by hyper) stays small.
+                let live = self.live_h2();
+                let mut sender = match live {
+                    Some(s) => s,
+                    None => match Box::pin(self.h2_sender(settings)).await {
+                        Ok(s) => s,
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                unsent: Some(req),
+                            })
+                        }
+                    },
                 };
                 let fut = sender.try_send_request(req);
                 match tokio::time::timeout(settings.response_header_timeout, fut).await {
@@ -174,7 +181,8 @@ impl ConnPool {
                 loop {
                     let (mut sender, reused) = match self.pop_idle(settings) {
                         Some(s) => (s, true),
-                        None => match self.connect_h1(settings).await {
+                        // Boxed for the same reason as the h2 connect.
+                        None => match Box::pin(self.connect_h1(settings)).await {
                             Ok(s) => (s, false),
                             Err(error) => {
                                 return Err(SendError {

@@ -49,30 +49,59 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers. With `upgrade` set, `Upgrade` and
 /// `Connection: upgrade` are put back so the endpoint sees the handshake.
+///
+/// Runs twice per proxied request (request and response), so it first
+/// scans the names once, which is plain comparisons (standard names compare
+/// as enum tags) rather than a hash lookup per listed header, and removes
+/// only what is present. A message with none of them costs one scan.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        for (slot, hop) in present.iter_mut().zip(HOP_BY_HOP.iter()) {
+            *slot |= hop == name;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    let [connection, keep_alive, proxy_connection, transfer_encoding, trailer, upgrade_present, te] =
+        present;
     // `Connection: upgrade` names `Upgrade` itself, so save it first.
-    let upgrade_value = if upgrade {
+    let upgrade_value = if upgrade && upgrade_present {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
     // Headers named in Connection first, while we can still read it.
-    if headers.contains_key(header::CONNECTION) {
+    // `keep-alive`, the usual token, is in the fixed list already.
+    if connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(&name);
         }
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in &HOP_BY_HOP {
+    let te_trailers = te
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let flags = [
+        connection,
+        keep_alive,
+        proxy_connection,
+        transfer_encoding,
+        trailer,
+        upgrade_present,
+        te,
+    ];
+    for (name, _) in HOP_BY_HOP.iter().zip(flags).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if te_trailers {
@@ -84,6 +113,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The client address as an `X-Forwarded-For` entry. Computed once per
+/// client connection: formatting an address costs more than the rest of
+/// the header rewriting.
+pub fn client_ip_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
 /// Appends the client address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 ///
@@ -91,30 +127,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// `$proxy_add_x_forwarded_for`): whether to trust it is the endpoint's
 /// decision, and it can tell weir's own hop apart because weir's entry is
 /// always last.
+///
+/// `client` is the address as [`client_ip_value`] made it.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
-    use std::fmt::Write as _;
-    let mut xff = String::with_capacity(64);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if !prev.trim().is_empty() {
-            xff.push_str(prev);
-            xff.push_str(", ");
+    let prev = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let xff = match prev {
+        // The common case: no chain yet, the cached value is shared.
+        None => Some(client.clone()),
+        Some(prev) => {
+            let mut chain = Vec::with_capacity(prev.len() + 2 + client.len());
+            chain.extend_from_slice(prev.as_bytes());
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
         }
-    }
-    // Writing to a String cannot fail.
-    let _ = write!(xff, "{client}");
+    };
     // Several XFF lines are one list (RFC 9110 §5.3); we folded the first,
     // so drop the others rather than forward a partial chain.
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(v) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
@@ -159,9 +203,14 @@ pub fn new_request_id() -> HeaderValue {
         *slot = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
+    // An owner-backed `Bytes` is reference counted from the start: the id
+    // is cloned into the upstream request, the response and the log
+    // record, and each clone is then a counter increment instead of the
+    // first one promoting (allocating) a vector-backed buffer.
     // Only hex digits were written, so this cannot fail; fall back to a
     // fixed value rather than panic.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -224,15 +273,20 @@ mod tests {
         ]);
         add_forwarded(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &client_ip_value("10.0.0.1".parse().unwrap()),
             "http",
-            Some("a.example"),
+            Some(HeaderValue::from_static("a.example")),
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap(), "http", None);
+        add_forwarded(
+            &mut h,
+            &client_ip_value("::1".parse().unwrap()),
+            "http",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));
     }
