@@ -93,6 +93,7 @@ struct Families {
     connections_total: IntCounterVec,
     connections_open: IntGaugeVec,
     connections_rejected: IntCounterVec,
+    reset_floods: IntCounterVec,
     limit_rejected: IntCounterVec,
     upstream_requests: IntCounterVec,
     upstream_connect_errors: IntCounterVec,
@@ -402,6 +403,9 @@ pub struct ListenerMetrics {
     pub connections_open: IntGauge,
     /// Connections closed at accept because of `limits.max_connections`.
     pub connections_rejected: IntCounter,
+    /// HTTP/2 connections closed because the client reset most of its
+    /// streams before their response (rapid reset).
+    pub reset_floods: IntCounter,
 }
 
 fn counter_vec(
@@ -497,6 +501,13 @@ impl Metrics {
                 &r,
                 "weir_downstream_connections_rejected_total",
                 "Client connections closed at accept by `limits.max_connections`, by listener.",
+                &["listener"],
+            )?,
+            reset_floods: counter_vec(
+                &r,
+                "weir_downstream_h2_reset_flood_closes_total",
+                "HTTP/2 client connections closed because the client reset most of its streams \
+                 before their response (rapid reset), by listener.",
                 &["listener"],
             )?,
             limit_rejected: counter_vec(
@@ -652,6 +663,7 @@ impl Metrics {
             connections_total: self.inner.connections_total.with_label_values(&[name]),
             connections_open: self.inner.connections_open.with_label_values(&[name]),
             connections_rejected: self.inner.connections_rejected.with_label_values(&[name]),
+            reset_floods: self.inner.reset_floods.with_label_values(&[name]),
         }
     }
 

@@ -57,13 +57,28 @@ pub struct ConnCtx {
 }
 
 /// Requests in flight on one client connection and when it last went idle,
-/// read by the connection's idle watchdog.
+/// read by the connection's idle watchdog; and, for HTTP/2, how many
+/// streams the client abandoned before their response (see
+/// [`PREMATURE_RESET_MIN_STREAMS`]).
 #[derive(Debug)]
 pub struct Activity {
     active: AtomicU32,
     idle_since_ms: AtomicU64,
     epoch: Instant,
+    streams: AtomicU32,
+    premature: AtomicU32,
+    flood: tokio::sync::Notify,
 }
+
+/// HTTP/2 rapid-reset guard (CVE-2023-44487), after Envoy's
+/// `premature_reset_*` rule: once a connection has carried at least this
+/// many streams, it is closed (GOAWAY, then dropped) as soon as more than
+/// half of them were reset by the client before weir had a response for
+/// them. Each such stream may already have cost an upstream request, which
+/// h2's own limit on resets of not-yet-accepted streams does not cover.
+/// Browsers cancel far less than half of their streams, so legitimate
+/// clients never trip it.
+pub const PREMATURE_RESET_MIN_STREAMS: u32 = 100;
 
 impl Activity {
     /// A connection that just opened counts as idle from now.
@@ -72,6 +87,31 @@ impl Activity {
             active: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            streams: AtomicU32::new(0),
+            premature: AtomicU32::new(0),
+            flood: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once the connection's clients reset too many streams
+    /// early (see [`PREMATURE_RESET_MIN_STREAMS`]).
+    pub async fn reset_flood(&self) {
+        self.flood.notified().await;
+    }
+
+    fn stream_ended(&self, answered: bool) {
+        let streams = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        let premature = if answered {
+            self.premature.load(Ordering::Relaxed)
+        } else {
+            self.premature.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        if !answered
+            && streams >= PREMATURE_RESET_MIN_STREAMS
+            && u64::from(premature) * 2 > u64::from(streams)
+        {
+            // A stored permit: the watchdog sees it even if it is busy now.
+            self.flood.notify_one();
         }
     }
 
@@ -98,6 +138,19 @@ impl Default for Activity {
 
 #[derive(Debug)]
 struct ActiveGuard(Arc<Activity>);
+
+/// Counts one HTTP/2 stream when it ends: answered, or dropped by hyper
+/// because the client reset it first.
+struct StreamEnd<'a> {
+    activity: &'a Activity,
+    answered: bool,
+}
+
+impl Drop for StreamEnd<'_> {
+    fn drop(&mut self) {
+        self.activity.stream_ended(self.answered);
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -166,6 +219,10 @@ pub async fn handle(
     let start = Instant::now();
     let request_id = hdr::incoming_request_id(req.headers()).unwrap_or_else(hdr::new_request_id);
     let downstream_version = req.version();
+    let mut stream_end = (downstream_version == Version::HTTP_2).then(|| StreamEnd {
+        activity: &ctx.activity,
+        answered: false,
+    });
     let mut record = Record {
         _active: ctx.activity.enter(),
         shared: Arc::clone(&ctx.shared),
@@ -186,6 +243,9 @@ pub async fn handle(
     // A small slot plus one allocation per request (reused by the
     // allocator) keeps idle connections ~4 KiB lighter.
     let result = Box::pin(forward(&ctx, req, &mut record, &request_id)).await;
+    if let Some(end) = &mut stream_end {
+        end.answered = true;
+    }
     let mut response = match result {
         Ok(res) => res,
         Err(err) => {

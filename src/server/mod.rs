@@ -136,6 +136,7 @@ pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// | HTTP/2 `max_header_list_size` | 16 KiB | `limits.max_header_bytes` |
 /// | HTTP/2 `max_pending_accept_reset_streams` | 20 | 20 |
 /// | HTTP/2 `max_local_error_reset_streams` | 1024 | 1024 |
+/// | HTTP/2 streams reset before their response | no limit | connection closed past half of ≥ 100 ([`crate::proxy::PREMATURE_RESET_MIN_STREAMS`]) |
 ///
 /// CONTINUATION floods (CVE-2024-27316 and kin) need no setting: h2 counts
 /// CONTINUATION frames per header block against a cap derived from
@@ -263,11 +264,22 @@ async fn accept_connection(
     let _ = stream.set_nodelay(true);
     metrics.connections_open.inc();
     match tls {
-        None => serve_connection(stream, ctx, builder, idle_timeout, drain).await,
+        None => serve_connection(stream, ctx, builder, idle_timeout, drain, &metrics).await,
         // Boxed: the TLS handshake and TLS stream make this branch's future
         // twice the size of the plain one, and every connection task is as
         // large as its largest branch.
-        Some(tls) => Box::pin(serve_tls(stream, tls, ctx, builder, idle_timeout, drain)).await,
+        Some(tls) => {
+            Box::pin(serve_tls(
+                stream,
+                tls,
+                ctx,
+                builder,
+                idle_timeout,
+                drain,
+                &metrics,
+            ))
+            .await
+        }
     }
     metrics.connections_open.dec();
 }
@@ -279,6 +291,7 @@ async fn serve_tls(
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     drain: CancellationToken,
+    metrics: &ListenerMetrics,
 ) {
     let peer = ctx.peer;
     let handshake = tls::handshake(&tls, stream, peer);
@@ -287,7 +300,7 @@ async fn serve_tls(
         _ = drain.cancelled() => None,
     };
     if let Some(stream) = stream {
-        serve_connection(stream, ctx, builder, idle_timeout, drain).await;
+        serve_connection(stream, ctx, builder, idle_timeout, drain, metrics).await;
     }
 }
 
@@ -297,10 +310,12 @@ async fn serve_connection<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     drain: CancellationToken,
+    metrics: &ListenerMetrics,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&ctx.activity);
+    let peer = ctx.peer;
     let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -310,6 +325,8 @@ async fn serve_connection<S>(
     // GOAWAY, which a half-open or hostile client never does. If the
     // connection is still idle this long after GOAWAY, it is dropped.
     let mut force_close_at: Option<tokio::time::Instant> = None;
+    let mut flooded = false;
+    let mut drop_at: Option<tokio::time::Instant> = None;
     loop {
         let idle_deadline = activity.idle_since().map(|since| since + idle_timeout);
         tokio::select! {
@@ -323,6 +340,17 @@ async fn serve_connection<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            _ = activity.reset_flood(), if !flooded => {
+                // GOAWAY now; the streams still open get a short grace,
+                // then the connection is dropped whatever they do.
+                tracing::warn!(%peer, "closing HTTP/2 connection: the client reset most of its streams before their response (rapid reset)");
+                metrics.reset_floods.inc();
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                flooded = true;
+                drop_at = Some(tokio::time::Instant::now() + RESET_FLOOD_GRACE);
+            }
+            _ = sleep_until_or_forever(drop_at), if drop_at.is_some() => break,
             _ = sleep_until_or_forever(idle_deadline), if !closing => {
                 // Re-check: a request may have started since the deadline
                 // was computed.
@@ -345,6 +373,10 @@ async fn serve_connection<S>(
         }
     }
 }
+
+/// How long the streams of a connection closed for a reset flood may
+/// still run after GOAWAY.
+const RESET_FLOOD_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest wait, after an idle connection was sent GOAWAY, for it to
 /// close by itself (capped by `client_idle`).
