@@ -326,7 +326,8 @@ async fn reset_after_forward(
                 "answered stream {i} failed: {res:?}"
             );
         } else {
-            let forwarded = eventually(Duration::from_secs(5), || backend.count() > seen_before).await;
+            let forwarded =
+                eventually(Duration::from_secs(5), || backend.count() > seen_before).await;
             if !forwarded {
                 refused = true;
                 break;
@@ -358,7 +359,11 @@ async fn resets_after_forwarding_close_the_connection() {
         (min..=min + 20).contains(&opened),
         "closed after {opened} streams, expected just past {min}"
     );
-    assert!(backend.count() <= min + 20, "{} upstream requests", backend.count());
+    assert!(
+        backend.count() <= min + 20,
+        "{} upstream requests",
+        backend.count()
+    );
     let scrape = scrape(&weir).await;
     let closes = sample(
         &scrape,

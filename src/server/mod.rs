@@ -35,13 +35,18 @@
 pub mod admin;
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +129,9 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// that keeps provoking resets is cut off.
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
-/// Builds the connection builder shared by all connections of a listener.
+/// The connection builders of a listener, configured alike: HTTP/1.1,
+/// HTTP/2, and hyper-util's `auto` for the rare connection whose protocol
+/// the first bytes do not settle (see [`Protocol`]).
 ///
 /// Defaults of hyper 1.x / h2 0.4 and what weir sets instead:
 ///
@@ -143,30 +150,102 @@ pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// `max_header_list_size` / `max_frame_size` (at least 5) and answers a
 /// longer run with GOAWAY `ENHANCE_YOUR_CALM`, before buffering past the
 /// header-list limit.
-pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let limits = &server.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .keep_alive(true)
-        // The read buffer must hold the whole request head, so its cap is
-        // the head-size limit: a larger head is answered 431 and closed.
-        // Validation keeps it at least hyper's minimum (8 KiB).
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // Detect dead peers on otherwise quiet HTTP/2 connections.
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
-    builder
+pub struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+/// Applies weir's HTTP/1 settings to hyper's builder or to `auto`'s (the
+/// two have the same setters): one list, so the two cannot drift apart.
+macro_rules! http1_settings {
+    ($builder:expr, $server:expr) => {{
+        let server: &ServerConfig = $server;
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .keep_alive(true)
+            // The read buffer must hold the whole request head, so its cap
+            // is the head-size limit: a larger head is answered 431 and
+            // closed. Validation keeps it at least hyper's minimum (8 KiB).
+            .max_buf_size(server.limits.max_header_bytes)
+            .max_headers(server.limits.max_headers);
+    }};
+}
+
+/// HTTP/2 counterpart of `http1_settings`.
+macro_rules! http2_settings {
+    ($builder:expr, $server:expr) => {{
+        let limits = &$server.limits;
+        $builder
+            .timer(TokioTimer::new())
+            // Detect dead peers on otherwise quiet HTTP/2 connections.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+    }};
+}
+
+/// Builds the connection builders shared by all connections of a listener.
+pub fn connection_builders(server: &ServerConfig) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1_settings!(http1, server);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2_settings!(http2, server);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(auto.http1(), server);
+    http2_settings!(auto.http2(), server);
+    Builders { http1, http2, auto }
+}
+
+/// How a connection is served, decided before hyper reads from it.
+///
+/// Plain connections are classified by peeking (`MSG_PEEK`) at their first
+/// bytes: anything that is not a prefix of the HTTP/2 preface is HTTP/1.1.
+/// Peeking rather than reading leaves the request whole in the socket, so
+/// hyper's first read gets all of it. (hyper-util's `auto` reads the first
+/// 24 bytes itself and hands them back through a rewind buffer; hyper's
+/// second read then grew its 8 KiB read buffer to 16 KiB on every
+/// connection.) TLS connections follow ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0), with upgrades.
+    Http1,
+    /// HTTP/2: the full preface was seen, or ALPN chose `h2`.
+    Http2,
+    /// Too few bytes to tell (a preface cut short), or TLS without ALPN:
+    /// hyper-util's `auto` reads until it knows.
+    Detect,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Protocol {
+    /// Classifies a connection by its first bytes (at most the preface's
+    /// length is looked at).
+    pub fn sniff(first: &[u8]) -> Protocol {
+        let n = first.len().min(H2_PREFACE.len());
+        if first.get(..n) != H2_PREFACE.get(..n) {
+            Protocol::Http1
+        } else if n == H2_PREFACE.len() {
+            Protocol::Http2
+        } else {
+            Protocol::Detect
+        }
+    }
+
+    /// The protocol ALPN settled on, if any.
+    fn from_alpn(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            Some(b"http/1.1") => Protocol::Http1,
+            _ => Protocol::Detect,
+        }
+    }
 }
 
 /// Accepts connections until `stop` is cancelled; every connection task is
@@ -188,7 +267,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let mut server = shared.snapshot().config.server.clone();
-    let mut builder = Arc::new(connection_builder(&server));
+    let mut builder = Arc::new(connection_builders(&server));
     let mut limits = RequestLimits::from_config(&server);
     let open = ConnectionLimit::default();
     loop {
@@ -203,7 +282,7 @@ pub async fn serve(
                     let snap = shared.snapshot();
                     if snap.config.server != server {
                         server = snap.config.server.clone();
-                        builder = Arc::new(connection_builder(&server));
+                        builder = Arc::new(connection_builders(&server));
                         limits = RequestLimits::from_config(&server);
                     }
                 }
@@ -256,7 +335,7 @@ async fn accept_connection(
     _slot: ConnectionSlot,
     tls: Option<Arc<tls::TlsRuntime>>,
     ctx: Arc<ConnCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     idle_timeout: Duration,
     metrics: ListenerMetrics,
     drain: CancellationToken,
@@ -264,7 +343,30 @@ async fn accept_connection(
     let _ = stream.set_nodelay(true);
     metrics.connections_open.inc();
     match tls {
-        None => serve_connection(stream, ctx, builder, idle_timeout, drain, &metrics).await,
+        None => {
+            // Wait for the first bytes (bounded like an idle connection)
+            // and look at them without consuming them.
+            let mut first = [0u8; 24];
+            let peeked = tokio::select! {
+                r = stream.peek(&mut first) => r.ok(),
+                _ = tokio::time::sleep(idle_timeout) => None,
+                _ = drain.cancelled() => None,
+            };
+            // `None` or 0 bytes: idle too long, draining, or closed.
+            if let Some(n) = peeked.filter(|n| *n > 0) {
+                let protocol = Protocol::sniff(first.get(..n).unwrap_or_default());
+                serve_connection(
+                    stream,
+                    protocol,
+                    ctx,
+                    builder,
+                    idle_timeout,
+                    drain,
+                    &metrics,
+                )
+                .await;
+            }
+        }
         // Boxed: the TLS handshake and TLS stream make this branch's future
         // twice the size of the plain one, and every connection task is as
         // large as its largest branch.
@@ -288,7 +390,7 @@ async fn serve_tls(
     stream: TcpStream,
     tls: Arc<tls::TlsRuntime>,
     ctx: Arc<ConnCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     idle_timeout: Duration,
     drain: CancellationToken,
     metrics: &ListenerMetrics,
@@ -300,14 +402,77 @@ async fn serve_tls(
         _ = drain.cancelled() => None,
     };
     if let Some(stream) = stream {
-        serve_connection(stream, ctx, builder, idle_timeout, drain, metrics).await;
+        let protocol = Protocol::from_alpn(stream.get_ref().1.alpn_protocol());
+        serve_connection(stream, protocol, ctx, builder, idle_timeout, drain, metrics).await;
     }
 }
 
+pin_project! {
+    /// One served connection, whichever builder serves it. HTTP/1 is
+    /// inline; the rarer HTTP/2 and `auto` connections are boxed so they
+    /// do not enlarge every connection task.
+    #[project = ServedProj]
+    enum Served<'a, I, S>
+    where
+        S: hyper::service::HttpService<hyper::body::Incoming>,
+    {
+        Http1 { #[pin] conn: http1::UpgradeableConnection<I, S> },
+        Http2 { conn: Pin<Box<http2::Connection<I, S, TokioExecutor>>> },
+        Detect { conn: Pin<Box<auto::UpgradeableConnection<'a, I, S, TokioExecutor>>> },
+    }
+}
+
+/// Errors of the three connection kinds, for the debug log only.
+type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Served<'_, I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<ServeError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ServeError>,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServedProj::Http1 { conn } => conn.graceful_shutdown(),
+            ServedProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
+            ServedProj::Detect { conn } => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<I, S, B> Future for Served<'_, I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<ServeError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ServeError>,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    type Output = Result<(), ServeError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
+            ServedProj::Http2 { conn } => conn.as_mut().poll(cx).map_err(Into::into),
+            ServedProj::Detect { conn } => conn.as_mut().poll(cx),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     stream: S,
+    protocol: Protocol,
     ctx: Arc<ConnCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     idle_timeout: Duration,
     drain: CancellationToken,
     metrics: &ListenerMetrics,
@@ -317,7 +482,18 @@ async fn serve_connection<S>(
     let activity = Arc::clone(&ctx.activity);
     let peer = ctx.peer;
     let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(stream);
+    let conn = match protocol {
+        Protocol::Http1 => Served::Http1 {
+            conn: builder.http1.serve_connection(io, service).with_upgrades(),
+        },
+        Protocol::Http2 => Served::Http2 {
+            conn: Box::pin(builder.http2.serve_connection(io, service)),
+        },
+        Protocol::Detect => Served::Detect {
+            conn: Box::pin(builder.auto.serve_connection_with_upgrades(io, service)),
+        },
+    };
     tokio::pin!(conn);
     let mut closing = false;
     // Set when the idle watchdog shut the connection down: HTTP/2's
@@ -387,5 +563,33 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         // Busy: look again shortly; the request's own timeouts bound it.
         None => tokio::time::sleep(Duration::from_secs(1)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_choose_the_protocol() {
+        assert_eq!(Protocol::sniff(H2_PREFACE), Protocol::Http2);
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(Protocol::sniff(&more), Protocol::Http2);
+        assert_eq!(Protocol::sniff(b"GET / HTTP/1.1\r\n"), Protocol::Http1);
+        // Methods that share the preface's first letter part at the second.
+        assert_eq!(Protocol::sniff(b"POST /"), Protocol::Http1);
+        assert_eq!(Protocol::sniff(b"PUT /"), Protocol::Http1);
+        assert_eq!(Protocol::sniff(b"PRIX"), Protocol::Http1);
+        // A preface cut short cannot be told from a slow HTTP/1 client yet.
+        assert_eq!(Protocol::sniff(b"P"), Protocol::Detect);
+        assert_eq!(Protocol::sniff(b"PRI * HTTP/2.0\r\n"), Protocol::Detect);
+    }
+
+    #[test]
+    fn alpn_chooses_the_protocol() {
+        assert_eq!(Protocol::from_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::from_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::from_alpn(None), Protocol::Detect);
     }
 }
