@@ -10,7 +10,7 @@
 //! ```text
 //!  client ──TCP──► server::serve (accept loop, one task per connection)
 //!                    │  TLS handshake (server::tls) on TLS listeners
-//!                    │  hyper-util auto builder: HTTP/1.1 + upgrades, HTTP/2
+//!                    │  first bytes peeked (TLS: ALPN) → hyper HTTP/1.1 + upgrades, or HTTP/2
 //!                    ▼
 //!                 proxy::handle
 //!                    1 Shared::snapshot()  ── ArcSwap load, guard dropped before any await

@@ -544,7 +544,7 @@ impl Metrics {
             picks: counter_vec(
                 &r,
                 "weir_upstream_picks_total",
-                "Times the selector picked an endpoint.",
+                "Times the selector picked an endpoint and a request was sent to it (retries included).",
                 &["pool", "endpoint"],
             )?,
             no_endpoint: counter_vec(

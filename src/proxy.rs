@@ -391,6 +391,7 @@ async fn forward(
             },
         };
         aim(&mut upstream_req, &backend, settings, &target)?;
+        backend.metrics().picks.inc();
         let sent_at = std::time::Instant::now();
         let sent = backend.conns().send(upstream_req, &settings.connect).await;
         let now = std::time::Instant::now();

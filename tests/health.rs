@@ -531,6 +531,10 @@ async fn retry_budget_caps_retries_when_every_endpoint_fails() {
         "{attempts} attempts for {n} requests in {elapsed:.2}s (bound {bound:.1})"
     );
     assert!(sample(&s, "weir_retry_budget_exhausted_total", &[("pool", "p")]).unwrap() > 0.0);
+    // Picks count sent attempts only: a retry pick the budget refused is
+    // not one.
+    let picks = total(&s, "weir_upstream_picks_total", &[("pool", "p")]);
+    assert_eq!(picks, attempts);
     eprintln!("{attempts} upstream attempts for {n} requests in {elapsed:.2}s");
 }
 

@@ -1,8 +1,9 @@
 //! Traffic listeners: accept, serve HTTP/1.1 and HTTP/2, drain.
 //!
-//! Each accepted connection runs in its own task under hyper-util's `auto`
-//! builder, which serves HTTP/1.1 (with upgrades) and HTTP/2 with prior
-//! knowledge (h2c) on the same port. The task also runs two watchdogs:
+//! Each accepted connection runs in its own task. HTTP/1.1 (with upgrades)
+//! and HTTP/2 with prior knowledge (h2c) share a port: the task peeks at
+//! the first bytes and hands the connection to hyper's HTTP/1 or HTTP/2
+//! builder (see [`Protocol`]). The task also runs three watchdogs:
 //!
 //! - **idle**: a connection with no request in flight for the configured
 //!   `client_idle` timeout is shut down gracefully (HTTP/1: closed; HTTP/2:
@@ -11,7 +12,11 @@
 //!   the listener task waits (bounded by the grace period, in `app`) for
 //!   in-flight requests to finish.
 //!
-//! Both watchdogs apply to HTTP/1 and HTTP/2 alike: an HTTP/2 connection
+//! - **reset flood** (HTTP/2): a connection whose client resets most of
+//!   its streams before their response is sent GOAWAY and dropped (see
+//!   [`crate::proxy::PREMATURE_RESET_MIN_STREAMS`]).
+//!
+//! The first two apply to HTTP/1 and HTTP/2 alike: an HTTP/2 connection
 //! with no stream in flight is idle, so a half-open or abandoned h2
 //! connection is sent GOAWAY and closed after `client_idle`; one whose peer
 //! vanished is also caught by the keep-alive PING.
@@ -28,9 +33,9 @@
 //! (never in the accept loop, so a slow client cannot stall accepting),
 //! bounded by `handshake_timeout`. The rustls config is read from the
 //! listener's [`tls::TlsSlot`] per connection, so a reload can swap
-//! certificates without rebinding. After the handshake the same `auto`
-//! builder serves the decrypted stream: with ALPN `h2` the client starts
-//! with the HTTP/2 preface, which the builder detects.
+//! certificates without rebinding. After the handshake ALPN picks the
+//! HTTP/1.1 or HTTP/2 builder; a client that offered no ALPN is served by
+//! hyper-util's `auto` builder, which detects the HTTP/2 preface.
 
 pub mod admin;
 pub mod tls;

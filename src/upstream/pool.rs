@@ -397,10 +397,10 @@ impl Pool {
             }
         }
         match found {
-            Some(backend) => {
-                backend.metrics().picks.inc();
-                Ok(Lease::new(Arc::clone(backend)))
-            }
+            // Counted in `weir_upstream_picks_total` by the proxy when the
+            // request is sent, so a pick a retry cannot use (no budget
+            // left) is not counted.
+            Some(backend) => Ok(Lease::new(Arc::clone(backend))),
             None => {
                 self.metrics.no_endpoint.inc();
                 Err(ProxyError::NoEndpoint {
