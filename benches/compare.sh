@@ -263,9 +263,6 @@ routes:
 pools:
   - name: backends
     balance: round_robin
-    # nginx's \`keepalive 64\` caps the idle upstream connections of the
-    # whole group; 16 for each of the 4 endpoints is the same total.
-    max_idle_per_endpoint: 16
     endpoints:
 $eps
 EOF

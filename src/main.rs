@@ -135,7 +135,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         match weir::Weir::start(weir::demo::config(listen, admin, &backends)?).await {
             Ok(w) => break w,
             Err(weir::StartError::Bind(e))
-                if e.source.kind() == std::io::ErrorKind::AddrInUse && e.addr.port() != 0 =>
+                if e.error.kind() == std::io::ErrorKind::AddrInUse && e.addr.port() != 0 =>
             {
                 let addr = e.addr;
                 tracing::warn!(%addr, "address in use; using an ephemeral port");

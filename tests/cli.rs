@@ -56,6 +56,33 @@ fn check_rejects_a_bad_config_naming_the_key() {
     assert!(stderr.contains("routes[0].pool"), "{stderr}");
 }
 
+/// A taken port is an exit 1 with one line naming the listener, the
+/// address and the OS error (once: it used to be repeated by the error
+/// chain).
+#[test]
+fn a_taken_port_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listeners: [{{name: web, bind: \"{addr}\"}}]\nadmin: {{bind: \"127.0.0.1:0\"}}\nroutes:\n  - pool: p\npools:\n  - name: p\n    endpoints: [{{address: \"127.0.0.1:1\"}}]\n"
+        ),
+    )
+    .unwrap();
+    let out = weir().args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot bind"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&format!("`web` to {addr}")), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+}
+
 #[test]
 fn version_flag_prints_the_version() {
     let out = weir().arg("--version").output().unwrap();

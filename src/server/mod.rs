@@ -65,14 +65,16 @@ use crate::snapshot::Shared;
 
 /// A listener that could not bind; startup and reload both report it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind listener `{name}` to {addr}: {source}")]
+#[error("cannot bind listener `{name}` to {addr}: {error}")]
 pub struct BindError {
     /// Listener name (`admin` for the admin listener).
     pub name: String,
     /// The address.
     pub addr: SocketAddr,
-    /// The OS error.
-    pub source: std::io::Error,
+    /// The OS error. Part of the message rather than a `source`: reload
+    /// results show the message alone, and a source would make the
+    /// binary's error chain print it twice.
+    pub error: std::io::Error,
 }
 
 /// A bound traffic listener, ready to serve.
@@ -86,10 +88,10 @@ pub struct Listener {
 impl Listener {
     /// Binds `addr` with `SO_REUSEADDR` (fast restarts) and a deep backlog.
     pub fn bind(name: &str, addr: SocketAddr) -> Result<Listener, BindError> {
-        Self::bind_socket(name, addr).map_err(|source| BindError {
+        Self::bind_socket(name, addr).map_err(|error| BindError {
             name: name.to_owned(),
             addr,
-            source,
+            error,
         })
     }
 
