@@ -12,21 +12,5 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${WEIR_BIN:-$here/target/release/weir}
 cfg=${BENCH_TMP:-/tmp}/weir-bench.yaml
-{
-  echo "listeners:"
-  echo "  - name: bench"
-  echo "    bind: \"${BENCH_LISTEN:-127.0.0.1:8080}\""
-  echo "admin:"
-  echo "  bind: \"127.0.0.1:0\""
-  echo "access_log:"
-  echo "  enabled: false"
-  echo "routes:"
-  echo "  - pool: backends"
-  echo "pools:"
-  echo "  - name: backends"
-  echo "    balance: round_robin"
-  echo "    endpoints:"
-  IFS=, read -ra eps <<<"${BENCH_BACKENDS:-127.0.0.1:9001}"
-  for e in "${eps[@]}"; do echo "      - address: \"$e\""; done
-} >"$cfg"
+"$here/benches/weir-config.sh" "${BENCH_LISTEN:-127.0.0.1:8080}" "${BENCH_BACKENDS:-127.0.0.1:9001}" >"$cfg"
 exec "$bin" --log-level warn --threads "${BENCH_THREADS:-1}" run --config "$cfg"

@@ -178,7 +178,7 @@ write_configs() {
     l+="    listen 127.0.0.1:$p backlog=4096;"$'\n'
     ups+="    server 127.0.0.1:$p;"$'\n'
     srv+="    server b$i 127.0.0.1:$p"$'\n'
-    eps+="      - address: \"127.0.0.1:$p\""$'\n'
+    eps+="127.0.0.1:$p,"
   done
   temps() { local t; for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $1/tmp/$t;"; done; }
   mkdir -p "$T/backend/tmp" "$T/nginx/tmp"
@@ -250,22 +250,7 @@ backend be
   balance roundrobin
 $srv
 EOF
-  cat >"$T/weir/weir.yaml" <<EOF
-listeners:
-  - name: bench
-    bind: "127.0.0.1:$(h1_port weir)"
-admin:
-  bind: "127.0.0.1:0"
-access_log:
-  enabled: false
-routes:
-  - pool: backends
-pools:
-  - name: backends
-    balance: round_robin
-    endpoints:
-$eps
-EOF
+  "$here/benches/weir-config.sh" "127.0.0.1:$(h1_port weir)" "${eps%,}" >"$T/weir/weir.yaml"
   # wrk: latency percentiles in microseconds, completed requests and errors
   cat >"$T/pct.lua" <<'EOF'
 done = function(summary, latency, requests)

@@ -37,10 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-listen="" eps=""
+listen="" backends=""
 for p in $(seq "$BACKEND_PORT" $((BACKEND_PORT + 3))); do
   listen+="    listen 127.0.0.1:$p;"$'\n'
-  eps+="      - address: \"127.0.0.1:$p\""$'\n'
+  backends+="127.0.0.1:$p,"
 done
 mkdir -p "$T/tmp"
 cat >"$T/nginx.conf" <<EOF
@@ -60,22 +60,7 @@ $listen
 EOF
 nginx -c "$T/nginx.conf"
 
-cat >"$T/weir.yaml" <<EOF
-listeners:
-  - name: main
-    bind: "127.0.0.1:$PORT"
-admin:
-  bind: "127.0.0.1:0"
-access_log:
-  enabled: false
-routes:
-  - pool: backends
-pools:
-  - name: backends
-    balance: round_robin
-    endpoints:
-$eps
-EOF
+"$(dirname "$0")/weir-config.sh" "127.0.0.1:$PORT" "${backends%,}" >"$T/weir.yaml"
 
 # Total instructions of one weir run that serves $1 requests.
 count() {

@@ -334,11 +334,20 @@ impl PoolGate {
 /// Picks and leases an endpoint of `pool`, first taking the pool's request
 /// slots (see the module docs for the rule). Waits at most the pool's
 /// `queue_timeout`; then 503 and `weir_pool_limit_rejected_total` counts it.
+///
+/// Without request caps this is a plain pick. The queueing path is boxed:
+/// its future is large, and every request's future (which hyper keeps for
+/// the whole life of each client connection) would otherwise grow by it.
 pub async fn admit(pool: &Pool, now: Instant) -> Result<(Lease, Admission), ProxyError> {
-    let gate = pool.gate();
-    if gate.is_open() {
+    if pool.gate().is_open() {
         return Ok((pool.pick(now)?, Admission::default()));
     }
+    Box::pin(admit_queued(pool)).await
+}
+
+/// [`admit`] for a pool with request caps.
+async fn admit_queued(pool: &Pool) -> Result<(Lease, Admission), ProxyError> {
+    let gate = pool.gate();
     let deadline = tokio::time::Instant::now() + gate.limits.queue_timeout;
     let reject = || {
         pool.metrics().limit_rejected.inc();

@@ -302,14 +302,7 @@ async fn forward(
     };
     record.pool = Some(Arc::clone(&pool));
 
-    let now = std::time::Instant::now();
-    // Without request caps admission is a plain pick; the queueing path's
-    // future is boxed so that it does not enlarge every request's future.
-    let (mut lease, admission) = if pool.gate().is_open() {
-        (pool.pick(now)?, crate::limits::Admission::default())
-    } else {
-        Box::pin(crate::limits::admit(&pool, now)).await?
-    };
+    let (mut lease, admission) = crate::limits::admit(&pool, std::time::Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
     let settings = pool.settings();
@@ -352,13 +345,7 @@ async fn forward(
     let received = &pool.metrics().received_bytes;
     let mut replay: Option<Replay> = None;
     let first_body = if max_attempts > 1 && retry::is_idempotent(&parts.method) {
-        let buffered = if body.is_end_stream() {
-            Ok(bytes::Bytes::new())
-        } else {
-            let buffered = replayable_body(body, policy.max_replay_body, received);
-            Box::pin(ctx.limits.within(buffered)).await??
-        };
-        match buffered {
+        match replayable_body(body, policy.max_replay_body, received, &ctx.limits).await? {
             Ok(bytes) => {
                 replay = Some(Replay {
                     method: parts.method.clone(),
@@ -607,19 +594,26 @@ impl Replay {
 }
 
 /// Buffers a body that is empty or of known length up to `max` bytes, so
-/// it can be replayed; gives back any other body untouched (`Err`).
+/// it can be replayed; gives back any other body untouched (`Err`). Reading
+/// is bounded by the body read timeout.
+///
+/// An empty body (most requests that can be retried) returns at once,
+/// without a timer; the reading path is boxed so that its future does not
+/// enlarge every request's.
 async fn replayable_body(
     body: Incoming,
     max: u64,
     received: &prometheus::IntCounter,
+    limits: &crate::limits::RequestLimits,
 ) -> Result<Result<bytes::Bytes, Incoming>, ProxyError> {
     if body.is_end_stream() {
         return Ok(Ok(bytes::Bytes::new()));
     }
     match body.size_hint().exact() {
         Some(len) if len <= max => {
-            let collected = http_body_util::BodyExt::collect(body)
-                .await
+            let collect = http_body_util::BodyExt::collect(body);
+            let collected = Box::pin(limits.within(collect))
+                .await?
                 .map_err(|_| ProxyError::BadRequest("request body ended early"))?
                 .to_bytes();
             received.inc_by(collected.len() as u64);

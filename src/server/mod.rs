@@ -353,7 +353,7 @@ async fn accept_connection(
         None => {
             // Wait for the first bytes (bounded like an idle connection)
             // and look at them without consuming them.
-            let mut first = [0u8; 24];
+            let mut first = [0u8; H2_PREFACE.len()];
             let peeked = tokio::select! {
                 r = stream.peek(&mut first) => r.ok(),
                 _ = tokio::time::sleep(idle_timeout) => None,
@@ -450,22 +450,9 @@ where
             ServedProj::Detect { conn } => conn.as_mut().graceful_shutdown(),
         }
     }
-}
 
-impl<I, S, B> Future for Served<'_, I, S>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<ServeError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<ServeError>,
-    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
-{
-    type Output = Result<(), ServeError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Drives the connection; ready when it has ended.
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>> {
         match self.project() {
             ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
             ServedProj::Http2 { conn } => conn.as_mut().poll(cx).map_err(Into::into),
@@ -513,7 +500,7 @@ async fn serve_connection<S>(
     loop {
         let idle_deadline = activity.idle_since().map(|since| since + idle_timeout);
         tokio::select! {
-            res = conn.as_mut() => {
+            res = std::future::poll_fn(|cx| conn.as_mut().poll_serve(cx)) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "client connection ended with error");
                 }

@@ -145,8 +145,7 @@ impl ConnPool {
                 // Connecting is rare and its future is large: boxed, so
                 // the per-request future (kept for the whole life of each
                 // client connection by hyper) stays small.
-                let live = self.live_h2();
-                let mut sender = match live {
+                let mut sender = match self.live_h2() {
                     Some(s) => s,
                     None => match Box::pin(self.h2_sender(settings)).await {
                         Ok(s) => s,
@@ -335,9 +334,8 @@ impl ConnPool {
         &self,
         settings: &ConnectSettings,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        if let Some(s) = self.live_h2() {
-            return Ok(s);
-        }
+        // The caller found no live connection; another request may have
+        // opened one while this one waited for the lock.
         let _guard = self.h2_connect.lock().await;
         if let Some(s) = self.live_h2() {
             return Ok(s);

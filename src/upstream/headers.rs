@@ -64,8 +64,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !present.contains(&true) {
         return;
     }
-    let [connection, keep_alive, proxy_connection, transfer_encoding, trailer, upgrade_present, te] =
-        present;
+    let [connection, _, _, _, _, upgrade_present, te] = present;
     // `Connection: upgrade` names `Upgrade` itself, so save it first.
     let upgrade_value = if upgrade && upgrade_present {
         headers.get(header::UPGRADE).cloned()
@@ -92,16 +91,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         && headers
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let flags = [
-        connection,
-        keep_alive,
-        proxy_connection,
-        transfer_encoding,
-        trailer,
-        upgrade_present,
-        te,
-    ];
-    for (name, _) in HOP_BY_HOP.iter().zip(flags).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if te_trailers {
