@@ -21,11 +21,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::reload::{self, Control, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary};
-use crate::server::{admin, BindError, Listener};
+use crate::server::{BindError, Listener};
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why weir could not start.
@@ -94,7 +95,7 @@ impl Weir {
 
         let snapshot = Snapshot::build(Arc::clone(&config), 1, None, &metrics);
         let shared = Arc::new(Shared::new(snapshot, metrics));
-        shared.metrics.register_state(Arc::downgrade(&shared))?;
+        admin::gauges::register(&shared)?;
         shared.metrics.config_loaded(true);
 
         let stop_accepting = CancellationToken::new();
@@ -219,7 +220,7 @@ fn pool_task_spawner() -> PoolTaskSpawner {
             let pool = Arc::clone(pool);
             move || pool.backends().backends().to_vec()
         };
-        tasks.spawn(health::active::run(
+        tasks.spawn(crate::probe::run(
             Arc::clone(pool.name()),
             targets,
             policy,
@@ -243,7 +244,7 @@ impl ProbeMetrics {
     }
 }
 
-impl health::ProbeObserver for ProbeMetrics {
+impl crate::probe::ProbeObserver for ProbeMetrics {
     fn probed(&self, addr: SocketAddr, ok: bool, latency: Duration) {
         self.pool
             .metrics()

@@ -82,12 +82,12 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// Reclassifies an upstream failure caused by the client's own request
-    /// body (see [`crate::body::ClientBodyError`]) as a client error.
+    /// body (see [`ClientBodyError`]) as a client error.
     pub fn blame_client_body(self) -> ProxyError {
         if let ProxyError::Upstream { source, .. } = &self {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
             while let Some(e) = cause {
-                if let Some(b) = e.downcast_ref::<crate::body::ClientBodyError>() {
+                if let Some(b) = e.downcast_ref::<ClientBodyError>() {
                     return ProxyError::ClientBody(b.fault());
                 }
                 cause = e.source();
@@ -183,6 +183,52 @@ impl std::fmt::Display for BodyFault {
             BodyFault::Malformed(why) => write!(f, "malformed or incomplete: {why}"),
             BodyFault::TooLarge => f.write_str("too large"),
             BodyFault::Timeout => f.write_str("not received in time"),
+        }
+    }
+}
+
+/// Why reading the client's request body failed. Carried through hyper's
+/// upstream send error so the proxy can tell a client fault (4xx, not
+/// counted against the endpoint) from an upstream failure (502).
+#[derive(Debug)]
+pub enum ClientBodyError {
+    /// hyper reported the body malformed (bad chunked framing) or cut
+    /// short (the client went away).
+    Read(hyper::Error),
+    /// More than `limits.max_body_bytes` arrived.
+    TooLarge(u64),
+    /// No body bytes for `timeouts.body_read`.
+    Timeout(Duration),
+}
+
+impl ClientBodyError {
+    /// The fault to report to the client.
+    pub fn fault(&self) -> BodyFault {
+        match self {
+            ClientBodyError::Read(e) => BodyFault::Malformed(e.to_string()),
+            ClientBodyError::TooLarge(_) => BodyFault::TooLarge,
+            ClientBodyError::Timeout(_) => BodyFault::Timeout,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientBodyError::Read(e) => write!(f, "client request body: {e}"),
+            ClientBodyError::TooLarge(max) => {
+                write!(f, "client request body larger than {max} bytes")
+            }
+            ClientBodyError::Timeout(d) => write!(f, "client request body stalled for {d:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientBodyError::Read(e) => Some(e),
+            _ => None,
         }
     }
 }

@@ -49,9 +49,9 @@
 //! `balance`, `routing`, `retry::Budget` and `health::Tracker` are pure code,
 //! with no IO, tested and benched alone.
 
+pub mod admin;
 pub mod app;
 pub mod balance;
-pub mod body;
 pub mod config;
 pub mod demo;
 pub mod discovery;
@@ -59,12 +59,14 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use app::{ShutdownReport, StartError, Weir};

@@ -11,7 +11,7 @@
 //! | `limits.max_body_bytes`       | [`check_head`] (`Content-Length`), [`BodyMeter`] (streamed bodies) | 413 |
 //! | `timeouts.body_read`          | [`BodyMeter`]                       | 408    |
 //! | `limits.max_connections`      | [`ConnectionLimit`], in the accept loop | accepted, then closed |
-//! | `pools[].limits`              | [`admit`], before the endpoint is contacted | 503 after `queue_timeout` |
+//! | `pools[].limits`              | `upstream::Pool::admit`, before the endpoint is contacted | 503 after `queue_timeout` |
 //!
 //! A body limit or timeout that trips after the endpoint has started its
 //! response cannot change the status any more; the response is then cut
@@ -32,17 +32,15 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::balance::Endpoint as _;
 use crate::config::{PoolLimits, ServerConfig};
-use crate::error::{BodyFault, ProxyError};
-use crate::upstream::{Lease, Pool};
+use crate::error::{BodyFault, ClientBodyError, ProxyError};
 
 /// The per-request limits of one client connection, taken from the
 /// server config when the connection is accepted.
@@ -107,52 +105,6 @@ pub fn check_head<B: Body>(req: &Request<B>, limits: &RequestLimits) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Why reading the client's request body failed. Carried through hyper's
-/// upstream send error so the proxy can tell a client fault (4xx, not
-/// counted against the endpoint) from an upstream failure (502).
-#[derive(Debug)]
-pub enum ClientBodyError {
-    /// hyper reported the body malformed (bad chunked framing) or cut
-    /// short (the client went away).
-    Read(hyper::Error),
-    /// More than `limits.max_body_bytes` arrived.
-    TooLarge(u64),
-    /// No body bytes for `timeouts.body_read`.
-    Timeout(Duration),
-}
-
-impl ClientBodyError {
-    /// The fault to report to the client.
-    pub fn fault(&self) -> BodyFault {
-        match self {
-            ClientBodyError::Read(e) => BodyFault::Malformed(e.to_string()),
-            ClientBodyError::TooLarge(_) => BodyFault::TooLarge,
-            ClientBodyError::Timeout(_) => BodyFault::Timeout,
-        }
-    }
-}
-
-impl std::fmt::Display for ClientBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientBodyError::Read(e) => write!(f, "client request body: {e}"),
-            ClientBodyError::TooLarge(max) => {
-                write!(f, "client request body larger than {max} bytes")
-            }
-            ClientBodyError::Timeout(d) => write!(f, "client request body stalled for {d:?}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientBodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientBodyError::Read(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// Watches one streamed request body: counts its bytes, stops it past the
@@ -282,8 +234,10 @@ pub struct PoolGate {
 /// access-log record, when the response body ends).
 #[derive(Debug, Default)]
 pub struct Admission {
-    _pool: Option<OwnedSemaphorePermit>,
-    _endpoint: Option<OwnedSemaphorePermit>,
+    /// The pool-wide slot, when the pool has `max_requests`.
+    pub pool: Option<OwnedSemaphorePermit>,
+    /// The endpoint's slot, when it has `max_requests_per_endpoint`.
+    pub endpoint: Option<OwnedSemaphorePermit>,
 }
 
 impl PoolGate {
@@ -301,6 +255,27 @@ impl PoolGate {
         self.limits.max_requests.is_none() && self.limits.max_requests_per_endpoint.is_none()
     }
 
+    /// The configured caps.
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
+    /// Takes one of the pool's request slots, waiting until `deadline`.
+    /// `Ok(None)`: the pool has no cap. `Err(())`: none came free in time.
+    pub async fn pool_slot(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        let Some(slots) = &self.pool else {
+            return Ok(None);
+        };
+        match tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            // Err: timed out; Ok(Err): the semaphore is never closed.
+            _ => Err(()),
+        }
+    }
+
     /// Free slots of the pool (`None`: unlimited).
     pub fn available(&self) -> Option<usize> {
         self.pool.as_ref().map(|s| s.available_permits())
@@ -309,12 +284,7 @@ impl PoolGate {
     /// The semaphore of the endpoint at `addr`, created on first use.
     /// Entries of endpoints that left the pool are pruned when the map
     /// has grown to twice the live set.
-    fn endpoint(
-        &self,
-        addr: SocketAddr,
-        max: usize,
-        live: &[Arc<crate::upstream::Backend>],
-    ) -> Arc<Semaphore> {
+    pub fn endpoint(&self, addr: SocketAddr, max: usize, live: &[SocketAddr]) -> Arc<Semaphore> {
         let Ok(mut map) = self.endpoints.lock() else {
             // A poisoned map only means another request panicked while
             // holding it; fall back to an unshared semaphore (no limit)
@@ -322,79 +292,12 @@ impl PoolGate {
             return Arc::new(Semaphore::new(max));
         };
         if map.len() > 2 * live.len().max(8) {
-            map.retain(|a, _| live.iter().any(|b| b.addr() == *a));
+            map.retain(|a, _| live.contains(a));
         }
         Arc::clone(
             map.entry(addr)
                 .or_insert_with(|| Arc::new(Semaphore::new(max))),
         )
-    }
-}
-
-/// Picks and leases an endpoint of `pool`, first taking the pool's request
-/// slots (see the module docs for the rule). Waits at most the pool's
-/// `queue_timeout`; then 503 and `weir_pool_limit_rejected_total` counts it.
-///
-/// Without request caps this is a plain pick. The queueing path is boxed:
-/// its future is large, and every request's future (which hyper keeps for
-/// the whole life of each client connection) would otherwise grow by it.
-pub async fn admit(pool: &Pool, now: Instant) -> Result<(Lease, Admission), ProxyError> {
-    if pool.gate().is_open() {
-        return Ok((pool.pick(now)?, Admission::default()));
-    }
-    Box::pin(admit_queued(pool)).await
-}
-
-/// [`admit`] for a pool with request caps.
-async fn admit_queued(pool: &Pool) -> Result<(Lease, Admission), ProxyError> {
-    let gate = pool.gate();
-    let deadline = tokio::time::Instant::now() + gate.limits.queue_timeout;
-    let reject = || {
-        pool.metrics().limit_rejected.inc();
-        ProxyError::Overloaded {
-            pool: Arc::clone(pool.name()),
-        }
-    };
-    let mut admission = Admission::default();
-    if let Some(slots) = &gate.pool {
-        let permit = tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned()).await;
-        match permit {
-            Ok(Ok(p)) => admission._pool = Some(p),
-            // Err: timed out; Ok(Err): the semaphore is never closed.
-            _ => return Err(reject()),
-        }
-    }
-    let lease = pool.pick(Instant::now())?;
-    let Some(max) = gate.limits.max_requests_per_endpoint else {
-        return Ok((lease, admission));
-    };
-    let set = pool.backends();
-    let live = set.backends();
-    let first = gate.endpoint(lease.backend().addr(), max, live);
-    if let Ok(p) = Arc::clone(&first).try_acquire_owned() {
-        admission._endpoint = Some(p);
-        return Ok((lease, admission));
-    }
-    // The pick is full: the available endpoint with the most free slots.
-    let now = Instant::now();
-    let best = live
-        .iter()
-        .filter(|b| b.addr() != lease.backend().addr() && b.is_available(now))
-        .map(|b| (b, gate.endpoint(b.addr(), max, live)))
-        .max_by_key(|(_, s)| s.available_permits());
-    if let Some((backend, sem)) = best {
-        if let Ok(p) = sem.try_acquire_owned() {
-            admission._endpoint = Some(p);
-            return Ok((Lease::new(Arc::clone(backend)), admission));
-        }
-    }
-    // Every endpoint is full: wait for the selector's pick.
-    match tokio::time::timeout_at(deadline, first.acquire_owned()).await {
-        Ok(Ok(p)) => {
-            admission._endpoint = Some(p);
-            Ok((lease, admission))
-        }
-        _ => Err(reject()),
     }
 }
 

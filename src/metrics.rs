@@ -22,18 +22,14 @@
 //! for durations. The README lists every family.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::{Method, StatusCode};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
-
-use crate::balance::Endpoint;
-use crate::snapshot::Shared;
 
 /// Latency buckets from 100 µs to 30 s: sub-millisecond for loopback and
 /// cache hits, up to the slowest sane upstream.
@@ -386,7 +382,7 @@ pub struct TlsMetrics {
 
 impl TlsMetrics {
     /// Counts a failed handshake; `reason` indexes
-    /// [`crate::server::tls::HANDSHAKE_FAILURE_REASONS`].
+    /// [`crate::tls::listener::HANDSHAKE_FAILURE_REASONS`].
     pub fn failure(&self, reason: usize) {
         if let Some(c) = self.failures.get(reason).or_else(|| self.failures.last()) {
             c.inc();
@@ -672,7 +668,7 @@ impl Metrics {
     pub fn tls(&self, name: &str) -> TlsMetrics {
         TlsMetrics {
             handshakes: self.inner.tls_handshakes.with_label_values(&[name]),
-            failures: crate::server::tls::HANDSHAKE_FAILURE_REASONS
+            failures: crate::tls::listener::HANDSHAKE_FAILURE_REASONS
                 .iter()
                 .map(|r| {
                     self.inner
@@ -702,7 +698,7 @@ impl Metrics {
     /// Removes the handshake series of a listener that no longer serves TLS.
     pub fn remove_tls(&self, listener: &str) {
         let _ = self.inner.tls_handshakes.remove_label_values(&[listener]);
-        for r in crate::server::tls::HANDSHAKE_FAILURE_REASONS {
+        for r in crate::tls::listener::HANDSHAKE_FAILURE_REASONS {
             let _ = self
                 .inner
                 .tls_handshake_failures
@@ -784,13 +780,10 @@ impl Metrics {
         f.last_reload_timestamp.set(now);
     }
 
-    /// Registers the scrape-time collector of state gauges. Called once
-    /// `Shared` exists; it holds a weak reference so it never keeps the
-    /// state alive.
-    pub fn register_state(&self, shared: Weak<Shared>) -> prometheus::Result<()> {
-        self.inner
-            .registry
-            .register(Box::new(StateCollector::new(shared)?))
+    /// Registers a collector that computes its families at scrape time
+    /// (the admin listener's state gauges, read from the live snapshot).
+    pub fn register_collector(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.inner.registry.register(c)
     }
 
     /// The text exposition (format 0.0.4).
@@ -801,150 +794,5 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
-    }
-}
-
-/// Gauges read from the current snapshot at scrape time.
-struct StateCollector {
-    shared: Weak<Shared>,
-    descs: Vec<Desc>,
-}
-
-/// The state gauge families, built fresh for every scrape so that removed
-/// endpoints simply vanish and concurrent scrapes never share state.
-struct StateGauges {
-    healthy: IntGaugeVec,
-    ejected: IntGaugeVec,
-    panic: IntGaugeVec,
-    in_flight: IntGaugeVec,
-    weight: IntGaugeVec,
-    endpoints: IntGaugeVec,
-    config_version: IntGaugeVec,
-}
-
-impl StateGauges {
-    fn new() -> prometheus::Result<Self> {
-        Ok(StateGauges {
-            healthy: IntGaugeVec::new(
-                Opts::new(
-                    "weir_upstream_healthy",
-                    "Active health verdict of an endpoint: 1 healthy (or no active checks), 0 unhealthy.",
-                ),
-                &["pool", "endpoint"],
-            )?,
-            ejected: IntGaugeVec::new(
-                Opts::new(
-                    "weir_upstream_ejected",
-                    "1 while an endpoint is passively ejected.",
-                ),
-                &["pool", "endpoint"],
-            )?,
-            panic: IntGaugeVec::new(
-                Opts::new(
-                    "weir_pool_panic",
-                    "1 while a pool is in panic mode (balancing over all endpoints).",
-                ),
-                &["pool"],
-            )?,
-            in_flight: IntGaugeVec::new(
-                Opts::new(
-                    "weir_upstream_in_flight",
-                    "Requests in flight to an endpoint (response body not finished).",
-                ),
-                &["pool", "endpoint"],
-            )?,
-            weight: IntGaugeVec::new(
-                Opts::new("weir_upstream_weight", "Configured weight of an endpoint."),
-                &["pool", "endpoint"],
-            )?,
-            endpoints: IntGaugeVec::new(
-                Opts::new(
-                    "weir_pool_endpoints",
-                    "Endpoints in a pool by state (`available` or `unavailable`).",
-                ),
-                &["pool", "state"],
-            )?,
-            config_version: IntGaugeVec::new(
-                Opts::new(
-                    "weir_config_version",
-                    "Version of the running config (increases with every successful load); `hash` identifies its content.",
-                ),
-                &["hash"],
-            )?,
-        })
-    }
-
-    fn all(&self) -> [&IntGaugeVec; 7] {
-        [
-            &self.healthy,
-            &self.ejected,
-            &self.panic,
-            &self.in_flight,
-            &self.weight,
-            &self.endpoints,
-            &self.config_version,
-        ]
-    }
-}
-
-impl StateCollector {
-    fn new(shared: Weak<Shared>) -> prometheus::Result<Self> {
-        let gauges = StateGauges::new()?;
-        let descs = gauges
-            .all()
-            .iter()
-            .flat_map(|v| v.desc().into_iter().cloned())
-            .collect();
-        Ok(StateCollector { shared, descs })
-    }
-}
-
-impl Collector for StateCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let (Some(shared), Ok(g)) = (self.shared.upgrade(), StateGauges::new()) else {
-            return Vec::new();
-        };
-        let snap = shared.snapshot_full();
-        let now = std::time::Instant::now();
-        for pool in &snap.pools {
-            let set = pool.backends();
-            let mut available = 0usize;
-            for b in set.backends() {
-                let ep = b.addr().to_string();
-                g.in_flight
-                    .with_label_values(&[&**pool.name(), ep.as_str()])
-                    .set(i64::from(b.in_flight()));
-                g.weight
-                    .with_label_values(&[&**pool.name(), ep.as_str()])
-                    .set(i64::from(b.weight()));
-                g.healthy
-                    .with_label_values(&[&**pool.name(), ep.as_str()])
-                    .set(i64::from(
-                        b.health().active() == crate::health::Health::Healthy,
-                    ));
-                g.ejected
-                    .with_label_values(&[&**pool.name(), ep.as_str()])
-                    .set(i64::from(b.health().is_ejected(now)));
-                available += usize::from(b.is_available(now));
-            }
-            let unavailable = set.backends().len() - available;
-            g.panic
-                .with_label_values(&[&**pool.name()])
-                .set(i64::from(pool.in_panic()));
-            g.endpoints
-                .with_label_values(&[&**pool.name(), "available"])
-                .set(available as i64);
-            g.endpoints
-                .with_label_values(&[&**pool.name(), "unavailable"])
-                .set(unavailable as i64);
-        }
-        g.config_version
-            .with_label_values(&[&snap.config.hash])
-            .set(snap.version as i64);
-        g.all().iter().flat_map(|v| v.collect()).collect()
     }
 }

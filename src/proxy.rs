@@ -28,7 +28,6 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{Completion, RequestBody, ResponseBody};
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::health::passive::{self, Outcome, PassivePolicy};
@@ -36,6 +35,7 @@ use crate::metrics::{self, RouteMetrics};
 use crate::retry;
 use crate::routing::normalize_host;
 use crate::snapshot::Shared;
+use crate::upstream::body::{Completion, RequestBody, ResponseBody};
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
 use crate::upstream::{Backend, Lease, Pool, PooledConn, SendError};
 
@@ -302,7 +302,7 @@ async fn forward(
     };
     record.pool = Some(Arc::clone(&pool));
 
-    let (mut lease, admission) = crate::limits::admit(&pool, std::time::Instant::now()).await?;
+    let (mut lease, admission) = pool.admit(tokio::time::Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
     let settings = pool.settings();
@@ -688,7 +688,7 @@ async fn tunnel(
 fn caused_by_client_body(e: &hyper::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.is::<crate::body::ClientBodyError>() {
+        if c.is::<crate::upstream::body::ClientBodyError>() {
             return true;
         }
         cause = c.source();

@@ -21,10 +21,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use crate::balance::Algorithm;
-pub use crate::server::tls::{
+pub use crate::tls::listener::{
     CertificateInfo, ClientAuth, ClientAuthConfig, ListenerTls, TlsVersion,
 };
-pub use crate::upstream::tls::UpstreamTls;
+pub use crate::tls::upstream::UpstreamTls;
 pub use error::ConfigError;
 
 /// A validated configuration. Immutable; a reload builds a new one.

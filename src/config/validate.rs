@@ -30,7 +30,7 @@ use super::{
     PeakEwmaConfig, PoolConfig, PoolLimits, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig,
     SourceKind, TlsVersion, UpstreamProtocol, UpstreamTls,
 };
-use crate::server::tls::ClientAuth;
+use crate::tls::listener::ClientAuth;
 
 /// Admin listener address when `admin.bind` is absent: loopback only,
 /// because the admin API can trigger reloads.
@@ -502,8 +502,8 @@ impl Validator<'_> {
     }
 
     fn health(&self, key: &str, raw: Option<RawHealth>) -> Result<HealthConfig, ConfigError> {
-        use crate::health::active::{parse_status_range, ActivePolicy, ProbeKind};
         use crate::health::passive::{PassivePolicy, StatusSet};
+        use crate::health::{parse_status_range, ActivePolicy, ProbeKind};
         let Some(raw) = raw else {
             return Ok(HealthConfig::default());
         };
@@ -1016,7 +1016,7 @@ impl Validator<'_> {
     }
 
     fn listener_tls(&self, key: &str, t: RawListenerTls) -> Result<ListenerTls, ConfigError> {
-        use crate::server::tls::{self as stls, CertificateSource, ListenerTlsSource};
+        use crate::tls::listener::{self as stls, CertificateSource, ListenerTlsSource};
         let raw_certs = match t.certificates {
             Some(list) if !list.is_empty() => list,
             _ => {
@@ -1074,7 +1074,7 @@ impl Validator<'_> {
         t: RawUpstreamTls,
         protocol: UpstreamProtocol,
     ) -> Result<UpstreamTls, ConfigError> {
-        use crate::upstream::tls::{load_upstream_tls, UpstreamTlsSource};
+        use crate::tls::upstream::{load_upstream_tls, UpstreamTlsSource};
         let opt_path = |name: &str, v: &Option<String>| match v {
             Some(p) => self.path(&format!("{key}.{name}"), p).map(Some),
             None => Ok(None),
@@ -1086,10 +1086,14 @@ impl Validator<'_> {
             client_cert: opt_path("client_cert", &t.client_cert)?,
             client_key: opt_path("client_key", &t.client_key)?,
         };
-        load_upstream_tls(source, protocol).map_err(|e| self.tls_err(key, e))
+        let alpn = match protocol {
+            UpstreamProtocol::Http1 => crate::tls::upstream::Alpn::Http11,
+            UpstreamProtocol::H2c => crate::tls::upstream::Alpn::H2,
+        };
+        load_upstream_tls(source, alpn).map_err(|e| self.tls_err(key, e))
     }
 
-    fn tls_err(&self, key: &str, e: crate::server::tls::TlsConfigError) -> ConfigError {
+    fn tls_err(&self, key: &str, e: crate::tls::TlsConfigError) -> ConfigError {
         let path = if e.field.is_empty() {
             key.to_owned()
         } else {

@@ -31,7 +31,6 @@ pub mod dns;
 pub mod etcd;
 pub mod http;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,46 +39,8 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DiscoveryConfig, SourceKind};
+pub use crate::upstream::endpoints::{Endpoint, EndpointSet, SourceStatus};
 use crate::upstream::Pool;
-
-/// One discovered endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Endpoint {
-    /// Relative weight, at least 1.
-    pub weight: u32,
-    /// Failover tier; lower is preferred (DNS SRV priority). 0 elsewhere.
-    pub priority: u16,
-}
-
-/// The complete set a source reports, keyed by address, so equality is
-/// cheap and order-independent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EndpointSet(pub BTreeMap<SocketAddr, Endpoint>);
-
-impl EndpointSet {
-    /// An empty set.
-    pub fn new() -> Self {
-        EndpointSet::default()
-    }
-
-    /// Adds an endpoint; a duplicate address keeps the first entry.
-    pub fn insert(&mut self, addr: SocketAddr, weight: u32, priority: u16) {
-        self.0.entry(addr).or_insert(Endpoint {
-            weight: weight.max(1),
-            priority,
-        });
-    }
-
-    /// Number of endpoints.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// Why a refresh failed. The driver keeps the last good set.
 #[derive(Debug, thiserror::Error)]
@@ -98,25 +59,6 @@ pub trait Discovery: Send + 'static {
     /// its cadence (DNS TTL, etcd watch, Consul blocking index, HTTP
     /// interval); the first call returns as soon as it can.
     fn next(&mut self) -> impl Future<Output = Result<EndpointSet, DiscoveryError>> + Send;
-}
-
-/// A source's health, for `/status`.
-#[derive(Clone, Debug, Default)]
-pub struct SourceStatus {
-    /// The source's name (`dns[0]`, or its configured name).
-    pub name: String,
-    /// `ok`, `stale` (errors, last good set kept), `expired` (errors for
-    /// longer than `max_stale`; contribution dropped) or `pending` (no
-    /// answer yet).
-    pub state: &'static str,
-    /// Endpoints it contributes now.
-    pub endpoints: usize,
-    /// Last successful refresh.
-    pub last_success: Option<SystemTime>,
-    /// Last error, if the latest refresh failed.
-    pub last_error: Option<String>,
-    /// Refreshes that failed in a row.
-    pub consecutive_errors: u32,
 }
 
 /// A registry's HTTP answer.

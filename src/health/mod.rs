@@ -6,7 +6,7 @@
 //! checks `is_healthy() && !is_down()`):
 //!
 //! * the **active verdict**, set by the per-pool probe task
-//!   ([`active::run`]) through the pure rise/fall [`Tracker`] (HAProxy
+//!   (`crate::probe::run`) through the pure rise/fall [`Tracker`] (HAProxy
 //!   `rise`/`fall`, rpxy's consecutive counters);
 //! * **passive ejection** ([`passive::record`]), Envoy's outlier detection:
 //!   N consecutive failed requests eject the endpoint for
@@ -16,8 +16,8 @@
 //! Both live in a [`HealthCell`] owned by each backend. The request path
 //! only reads and writes atomics there: [`HealthCell::is_available`] is two
 //! relaxed loads, and [`passive::record`] is a few relaxed operations plus
-//! at most one compare-and-swap when it ejects. The probe task is the only
-//! IO in this module and never touches the request connection pool.
+//! at most one compare-and-swap when it ejects. This module does no IO:
+//! the probe task lives in `crate::probe`.
 //!
 //! Contract:
 //!
@@ -31,16 +31,16 @@
 //! * state survives endpoint updates and reloads because the backend (and
 //!   with it its cell) is kept by address.
 
-pub mod active;
 pub mod passive;
+mod policy;
 mod tracker;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use active::{ActivePolicy, NoopObserver, ProbeKind, ProbeObserver, Probed};
 pub use passive::{Ejection, Outcome, PassivePolicy, StatusSet};
+pub use policy::{parse_status_range, ActivePolicy, ProbeKind, Probed};
 pub use tracker::{Health, Tracker};
 
 /// The process-wide origin of the millisecond timestamps kept in atomics.

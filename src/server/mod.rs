@@ -37,7 +37,6 @@
 //! HTTP/1.1 or HTTP/2 builder; a client that offered no ALPN is served by
 //! hyper-util's `auto` builder, which detects the HTTP/2 preface.
 
-pub mod admin;
 pub mod tls;
 
 use std::future::Future;
@@ -118,6 +117,11 @@ impl Listener {
     /// The bound address (the real port when the config said `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Accepts the next connection.
+    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        self.socket.accept().await
     }
 
     /// The listener's name.

@@ -15,7 +15,7 @@
 //! HTTP/2 (h2c prior knowledge, or h2 over TLS): one multiplexed connection
 //! per endpoint, reopened when it closes.
 //!
-//! A pool with `tls:` runs a TLS handshake (see `super::tls`) on every new
+//! A pool with `tls:` runs a TLS handshake (see `crate::tls::upstream`) on every new
 //! connection, within the connect timeout's own budget; a failed handshake
 //! is a connect error (502) and is logged with the endpoint and the reason.
 
@@ -30,10 +30,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::tls::{MaybeTls, UpstreamTls};
-use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
+use crate::tls::upstream::{MaybeTls, UpstreamTls};
+use crate::upstream::body::RequestBody;
 
 /// Connect and keep-alive settings of a pool.
 #[derive(Clone, Copy, Debug)]

@@ -11,10 +11,12 @@
 //! that least-connections and P2C read can never leak (tower's
 //! `PendingRequests` handle).
 
+mod admission;
+pub mod body;
 mod client;
+pub mod endpoints;
 pub mod headers;
 mod pool;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +48,7 @@ impl Backend {
         addr: SocketAddr,
         weight: u32,
         protocol: UpstreamProtocol,
-        tls: Option<tls::UpstreamTls>,
+        tls: Option<crate::tls::upstream::UpstreamTls>,
         metrics: EndpointMetrics,
     ) -> Self {
         Backend {

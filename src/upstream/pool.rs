@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use super::endpoints::{Endpoint as DiscoveredEndpoint, EndpointSet, SourceStatus};
 use super::{Backend, ConnectSettings, Lease};
 use crate::balance::{Endpoint, EndpointLoad, Selector, SelectorOptions};
 use crate::config::{
     BalanceConfig, HostHeader, LoadMetric, PoolConfig, RetryConfig, UpstreamProtocol,
 };
-use crate::discovery::{Endpoint as DiscoveredEndpoint, EndpointSet, SourceStatus};
 use crate::error::ProxyError;
 use crate::health::PassivePolicy;
 use crate::metrics::{Metrics, PoolMetrics};
@@ -36,7 +36,7 @@ pub struct PoolSettings {
     /// Protocol to the endpoints.
     pub protocol: UpstreamProtocol,
     /// TLS to the endpoints (`tls:`); `None` = cleartext.
-    pub tls: Option<crate::upstream::tls::UpstreamTls>,
+    pub tls: Option<crate::tls::upstream::UpstreamTls>,
     /// `Host` handling.
     pub host_header: HostHeader,
     /// Connect/response timeouts and idle-pool limits.

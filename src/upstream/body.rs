@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::{Lease, PooledConn};
+use super::{Lease, PooledConn};
 
 /// A request body on its way upstream.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl RequestBody {
 /// from an upstream failure when the upstream send reports an error: it is
 /// the client's fault (4xx), not the endpoint's (502), and must not count
 /// against the endpoint's health.
-pub use crate::limits::ClientBodyError;
+pub use crate::error::ClientBodyError;
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -88,7 +88,7 @@ pub struct ResponseBody {
     bytes: u64,
     done: bool,
     lease: Option<Lease>,
-    conn: Option<(PooledConn, crate::upstream::ConnectSettings)>,
+    conn: Option<(PooledConn, super::ConnectSettings)>,
     completion: Option<Box<dyn Completion>>,
 }
 
@@ -117,7 +117,7 @@ impl ResponseBody {
     pub fn upstream(
         body: Incoming,
         lease: Option<Lease>,
-        conn: Option<(PooledConn, crate::upstream::ConnectSettings)>,
+        conn: Option<(PooledConn, super::ConnectSettings)>,
     ) -> Self {
         let mut b = ResponseBody::new(Inner::Upstream(body));
         b.lease = lease;

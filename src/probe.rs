@@ -1,10 +1,11 @@
-//! Active health checking: the per-pool probe task.
+//! Active health checking: the per-pool probe task (the IO half of
+//! `crate::health`, whose pure state it drives).
 //!
 //! Every `interval`, [`run`] takes the pool's *current* endpoint list,
 //! probes every endpoint concurrently (HTTP request or TCP connect, each
 //! bounded by `timeout`), feeds each result to that endpoint's rise/fall
 //! [`Tracker`] (HAProxy `rise`/`fall`), and applies a changed verdict to the
-//! endpoint's [`HealthCell`]. A passing probe also ends a passive ejection
+//! endpoint's [`HealthCell`](crate::health::HealthCell). A passing probe also ends a passive ejection
 //! (Envoy's `successful_active_health_check_uneject_host`).
 //!
 //! Endpoint lists change at runtime (discovery, reload). Between rounds the
@@ -35,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{header, Method, Request};
+use http::{header, Request};
 use http_body_util::Empty;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -43,119 +44,8 @@ use tokio::net::TcpStream;
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Health, HealthCell, ProbeResult, Tracker};
-use crate::upstream::tls::MaybeTls;
-
-/// What a probe does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// Send one HTTP/1.1 request on a fresh connection; pass if the
-    /// response status is in `expected`.
-    Http {
-        /// Request method. Default GET.
-        method: Method,
-        /// Request path (origin form, may carry a query). Default `/`.
-        path: String,
-        /// `Host` header; `None` sends the endpoint's `ip:port`.
-        host: Option<String>,
-        /// Inclusive status ranges that pass. Default `[(200, 399)]`.
-        expected: Vec<(u16, u16)>,
-    },
-    /// Pass if a TCP connection can be established.
-    Tcp,
-}
-
-impl ProbeKind {
-    /// An HTTP probe of `path` with the defaults: GET, endpoint address as
-    /// `Host`, 200-399 pass.
-    pub fn http(path: impl Into<String>) -> Self {
-        ProbeKind::Http {
-            method: Method::GET,
-            path: path.into(),
-            host: None,
-            expected: vec![(200, 399)],
-        }
-    }
-}
-
-impl Default for ProbeKind {
-    /// `GET /`, 200-399.
-    fn default() -> Self {
-        Self::http("/")
-    }
-}
-
-/// Parses an expected-status entry: `"200"` or `"200-399"` (inclusive).
-/// `None` for anything else, including reversed ranges and codes outside
-/// 100..=999.
-pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
-    let code = |t: &str| {
-        t.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|c| (100..=999).contains(c))
-    };
-    let (lo, hi) = match s.split_once('-') {
-        Some((lo, hi)) => (code(lo)?, code(hi)?),
-        None => {
-            let c = code(s)?;
-            (c, c)
-        }
-    };
-    (lo <= hi).then_some((lo, hi))
-}
-
-/// Active-check settings of a pool (`health.active`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActivePolicy {
-    /// HTTP or TCP. Default `GET /` expecting 200-399.
-    pub kind: ProbeKind,
-    /// Time between probe rounds. Default 5s.
-    pub interval: Duration,
-    /// Bound on one probe, connect included. Default 2s.
-    pub timeout: Duration,
-    /// Each probe of a round waits a random delay in `[0, jitter]` first,
-    /// so probes of many endpoints (and of many weir instances) spread
-    /// out. Default 0. Capped at `interval`.
-    pub jitter: Duration,
-    /// Passing probes in a row that make an unhealthy endpoint healthy
-    /// (rise). Default 2.
-    pub healthy_threshold: u32,
-    /// Failing probes in a row that make a healthy endpoint unhealthy
-    /// (fall). Default 3.
-    pub unhealthy_threshold: u32,
-    /// How often the endpoint list is checked for new endpoints between
-    /// rounds. Default 1s (capped at `interval`). Not a config-file key.
-    pub discovery_poll: Duration,
-    /// The pool's upstream TLS settings: probes then run the same TLS
-    /// handshake (verification included) as request connections, and a
-    /// TCP probe passes only if the handshake does. Set from the pool's
-    /// `tls:`, not a key of its own.
-    pub tls: Option<crate::upstream::tls::UpstreamTls>,
-}
-
-impl Default for ActivePolicy {
-    fn default() -> Self {
-        ActivePolicy {
-            kind: ProbeKind::default(),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            jitter: Duration::ZERO,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            discovery_poll: Duration::from_secs(1),
-            tls: None,
-        }
-    }
-}
-
-/// An endpoint the probe task can check.
-pub trait Probed: Send + Sync + 'static {
-    /// The endpoint's address, its identity.
-    fn addr(&self) -> SocketAddr;
-    /// Where the verdict goes.
-    fn health(&self) -> &HealthCell;
-}
+use crate::health::{ActivePolicy, Health, ProbeKind, ProbeResult, Probed, Tracker};
+use crate::tls::upstream::MaybeTls;
 
 /// Metrics hook of the probe task. All methods default to doing nothing.
 pub trait ProbeObserver: Send + Sync + 'static {
@@ -344,7 +234,7 @@ pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
 async fn probe_inner(
     addr: SocketAddr,
     kind: &ProbeKind,
-    tls: Option<&crate::upstream::tls::UpstreamTls>,
+    tls: Option<&crate::tls::upstream::UpstreamTls>,
 ) -> Result<(), String> {
     let stream = TcpStream::connect(addr)
         .await
@@ -413,6 +303,8 @@ async fn http_status(stream: MaybeTls, req: Request<Empty<Bytes>>) -> Result<u16
 mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
+    use crate::health::HealthCell;
+    use http::Method;
     use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -922,17 +814,5 @@ mod tests {
         eventually("rounds", || reads.load(Ordering::SeqCst) >= 10).await;
         cancel.cancel();
         task.await.expect("task");
-    }
-
-    #[test]
-    fn status_range_parsing() {
-        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
-        assert_eq!(parse_status_range(" 404 "), Some((404, 404)));
-        assert_eq!(parse_status_range("204 - 204"), Some((204, 204)));
-        assert_eq!(parse_status_range("399-200"), None);
-        assert_eq!(parse_status_range("99"), None);
-        assert_eq!(parse_status_range("1000"), None);
-        assert_eq!(parse_status_range("2xx"), None);
-        assert_eq!(parse_status_range(""), None);
     }
 }

@@ -15,6 +15,8 @@
 //! Unknown paths get 404; a known path with another method gets 405 with
 //! `Allow`.
 
+pub mod gauges;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,11 +29,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
-use super::Listener;
 use crate::balance::Endpoint;
-use crate::body::ResponseBody;
 use crate::reload::ReloadHandle;
+use crate::server::{BindError, Listener};
 use crate::snapshot::Shared;
+use crate::upstream::body::ResponseBody;
 
 /// What the admin listener serves.
 #[derive(Debug)]
@@ -48,7 +50,7 @@ pub async fn serve(listener: Listener, ctx: Arc<AdminCtx>, stop: CancellationTok
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
-            r = listener.socket.accept() => r,
+            r = listener.accept() => r,
         };
         let Ok((stream, _peer)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -265,6 +267,6 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
 }
 
 /// Binds the admin listener.
-pub fn bind(addr: SocketAddr) -> Result<Listener, super::BindError> {
+pub fn bind(addr: SocketAddr) -> Result<Listener, BindError> {
     Listener::bind("admin", addr)
 }

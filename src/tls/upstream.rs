@@ -2,7 +2,7 @@
 //!
 //! A pool with `tls:` wraps every upstream connection, and every active
 //! health probe, in a rustls client session (ring provider, installed per
-//! config; see `crate::server::tls` for why ring).
+//! config; see `crate::tls` for why ring).
 //!
 //! # Trust
 //!
@@ -45,8 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::UpstreamProtocol;
-use crate::server::tls::{self as stls, Material};
+use super::{self as stls, Material};
 
 /// A pool's validated `tls:` block with its ready-to-use client configs.
 #[derive(Clone)]
@@ -111,11 +110,21 @@ pub struct UpstreamTlsSource {
     pub client_key: Option<PathBuf>,
 }
 
+/// The application protocol request connections offer by ALPN (probes
+/// offer none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    /// `http/1.1`, for `protocol: http1` pools.
+    Http11,
+    /// `h2`, for HTTP/2 pools (`protocol: h2c` with `tls:`).
+    H2,
+}
+
 /// Loads the files of a pool's `tls:` block and builds its client configs.
 /// Errors name the key below `tls` (`ca`, `client_key`, ...).
 pub fn load_upstream_tls(
     src: UpstreamTlsSource,
-    protocol: UpstreamProtocol,
+    protocol: Alpn,
 ) -> Result<UpstreamTls, stls::TlsConfigError> {
     let fail = |field: &str, message: String| stls::TlsConfigError {
         field: field.to_string(),
@@ -188,8 +197,8 @@ pub fn load_upstream_tls(
         }
     };
     let alpn = match protocol {
-        UpstreamProtocol::Http1 => "http/1.1",
-        UpstreamProtocol::H2c => "h2",
+        Alpn::Http11 => "http/1.1",
+        Alpn::H2 => "h2",
     };
     let probes = Arc::new(config.clone());
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
