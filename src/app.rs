@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::reload::{self, Control, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary};
-use crate::server::{BindError, Listener};
+use crate::reload::{
+    self, Control, Lifecycle, PoolTaskSpawner, ReloadError, ReloadHandle, ReloadSummary,
+};
+use crate::server::BindError;
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why weir could not start.
@@ -38,9 +39,25 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The first apply failed for a reason a reload could also hit.
+    #[error(transparent)]
+    Reload(ReloadError),
     /// Metric registration failed (a bug: names collide).
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+impl StartError {
+    /// The first apply failed. Only a config or bind error can stop it:
+    /// the admin listener cannot have moved (it was bound from the same
+    /// config), and there is a config, so no reload-only error applies.
+    fn from_reload(e: ReloadError) -> StartError {
+        match e {
+            ReloadError::Config(e) => StartError::Config(e),
+            ReloadError::Bind(e) => StartError::Bind(e),
+            other => StartError::Reload(other),
+        }
+    }
 }
 
 /// A running weir instance.
@@ -50,11 +67,7 @@ pub struct Weir {
     control: Arc<Control>,
     reload: ReloadHandle,
     admin_addr: SocketAddr,
-    stop_accepting: CancellationToken,
-    drain: CancellationToken,
-    background: CancellationToken,
-    connections: TaskTracker,
-    tasks: TaskTracker,
+    life: Lifecycle,
 }
 
 /// How shutdown went.
@@ -77,56 +90,42 @@ impl Weir {
         Self::start_inner(config, None).await
     }
 
+    /// Startup is a reload from the empty state: the admin listener binds
+    /// (it cannot move later), then the first config goes through the same
+    /// [`Control::apply`] as every reload, which binds the traffic
+    /// listeners, builds the snapshot and starts the pool tasks.
     async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Weir, StartError> {
-        let metrics = Metrics::new()?;
-        for w in config.warnings() {
-            tracing::warn!("{w}");
-        }
-        let config = Arc::new(config);
-        // Bind everything before serving anything: a bad address fails
-        // startup cleanly.
-        let mut bound = Vec::with_capacity(config.listeners.len());
-        for lc in &config.listeners {
-            let l = Listener::bind(&lc.name, lc.bind)?;
-            bound.push((lc.clone(), l));
-        }
         let admin_listener = admin::bind(config.admin.bind)?;
         let admin_addr = admin_listener.local_addr();
-
-        let snapshot = Snapshot::build(Arc::clone(&config), 1, None, &metrics);
-        let shared = Arc::new(Shared::new(snapshot, metrics));
+        let metrics = Metrics::new()?;
+        let shared = Arc::new(Shared::new(Snapshot::empty(&metrics), metrics));
         admin::gauges::register(&shared)?;
-        shared.metrics.config_loaded(true);
-
-        let stop_accepting = CancellationToken::new();
-        let drain = CancellationToken::new();
-        let background = CancellationToken::new();
-        let connections = TaskTracker::new();
-        let tasks = TaskTracker::new();
+        let life = Lifecycle::default();
         let control = Arc::new(Control::new(
             Arc::clone(&shared),
             path,
             config.admin.bind,
-            stop_accepting.clone(),
-            drain.clone(),
-            background.clone(),
-            connections.clone(),
-            tasks.clone(),
+            life.clone(),
             pool_task_spawner(),
         ));
-        control.start_listeners(bound).await;
-        control.start_pool_tasks().await;
-        let reload = reload::spawn(Arc::clone(&control), background.clone(), &tasks);
-
+        control
+            .apply(config)
+            .await
+            .map_err(StartError::from_reload)?;
+        let reload = reload::spawn(Arc::clone(&control), life.background.clone(), &life.tasks);
         let admin_ctx = Arc::new(admin::AdminCtx {
             shared: Arc::clone(&shared),
             reload: reload.clone(),
         });
         tracing::info!(address = %admin_addr, "admin listening");
-        tasks.spawn(admin::serve(admin_listener, admin_ctx, background.clone()));
-        tasks.spawn(sweep_idle_connections(
+        life.tasks.spawn(admin::serve(
+            admin_listener,
+            admin_ctx,
+            life.background.clone(),
+        ));
+        life.tasks.spawn(sweep_idle_connections(
             Arc::clone(&shared),
-            background.clone(),
+            life.background.clone(),
         ));
         shared.set_ready();
         Ok(Weir {
@@ -134,11 +133,7 @@ impl Weir {
             control,
             reload,
             admin_addr,
-            stop_accepting,
-            drain,
-            background,
-            connections,
-            tasks,
+            life,
         })
     }
 
@@ -174,27 +169,26 @@ impl Weir {
     /// Applies an in-memory config through the same transaction as a file
     /// reload.
     pub async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
-        let result = self.control.apply(config).await;
-        self.shared.metrics.config_loaded(result.is_ok());
-        result
+        self.control.apply(config).await
     }
 
     /// Graceful shutdown; see the module docs for the order.
     pub async fn shutdown(self) -> ShutdownReport {
         let grace = self.shared.snapshot().config.server.shutdown_grace;
+        let life = &self.life;
         self.shared.set_draining();
-        self.stop_accepting.cancel();
-        self.drain.cancel();
-        self.connections.close();
-        let drained = tokio::time::timeout(grace, self.connections.wait())
+        life.stop_accepting.cancel();
+        life.drain.cancel();
+        life.connections.close();
+        let drained = tokio::time::timeout(grace, life.connections.wait())
             .await
             .is_ok();
         if !drained {
             tracing::warn!(?grace, "grace period over; closing remaining connections");
         }
-        self.background.cancel();
-        self.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        life.background.cancel();
+        life.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), life.tasks.wait()).await;
         ShutdownReport { drained }
     }
 }

@@ -134,17 +134,30 @@ struct PoolTasks {
 pub type PoolTaskSpawner =
     Arc<dyn Fn(&Arc<Pool>, &Config, CancellationToken, &TaskTracker) + Send + Sync>;
 
+/// The tokens and trackers every task of a weir instance is tied to.
+/// `app` owns the shutdown order over them; the control plane hands child
+/// tokens of them to the listeners and pool tasks it starts.
+#[derive(Clone, Debug, Default)]
+pub struct Lifecycle {
+    /// Cancelled first at shutdown: listeners stop accepting.
+    pub stop_accepting: CancellationToken,
+    /// Then open connections are told to finish gracefully.
+    pub drain: CancellationToken,
+    /// Last: the reloader, probes, discovery and the admin listener.
+    pub background: CancellationToken,
+    /// Connection tasks; shutdown waits for them within the grace period.
+    pub connections: TaskTracker,
+    /// Every other task.
+    pub tasks: TaskTracker,
+}
+
 /// The control plane's mutable state: listeners and per-pool tasks. Only
 /// the reloader and startup touch it, under one async mutex.
 pub(crate) struct Control {
     pub(crate) shared: Arc<Shared>,
     pub(crate) path: Option<PathBuf>,
     state: tokio::sync::Mutex<ControlState>,
-    stop_root: CancellationToken,
-    drain_root: CancellationToken,
-    background: CancellationToken,
-    connections: TaskTracker,
-    tasks: TaskTracker,
+    life: Lifecycle,
     spawner: PoolTaskSpawner,
 }
 
@@ -163,16 +176,13 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    #[allow(clippy::too_many_arguments)]
+    /// A control plane over `shared`, which holds the empty snapshot
+    /// ([`Snapshot::empty`]) until the first [`Control::apply`].
     pub(crate) fn new(
         shared: Arc<Shared>,
         path: Option<PathBuf>,
         admin_bind: SocketAddr,
-        stop_root: CancellationToken,
-        drain_root: CancellationToken,
-        background: CancellationToken,
-        connections: TaskTracker,
-        tasks: TaskTracker,
+        life: Lifecycle,
         spawner: PoolTaskSpawner,
     ) -> Control {
         Control {
@@ -183,22 +193,9 @@ impl Control {
                 pool_tasks: HashMap::new(),
                 admin_bind,
             }),
-            stop_root,
-            drain_root,
-            background,
-            connections,
-            tasks,
+            life,
             spawner,
         }
-    }
-
-    /// Starts serving already-bound listeners (startup).
-    pub(crate) async fn start_listeners(&self, bound: Vec<(ListenerConfig, Listener)>) {
-        let mut state = self.state.lock().await;
-        for (config, l) in bound {
-            state.listeners.push(self.spawn_listener(config, l));
-        }
-        self.publish_listeners(&state);
     }
 
     fn publish_listeners(&self, state: &ControlState) {
@@ -211,33 +208,22 @@ impl Control {
         );
     }
 
-    /// Starts the background tasks of every pool in the current snapshot
-    /// (startup).
-    pub(crate) async fn start_pool_tasks(&self) {
-        let snap = self.shared.snapshot_full();
-        let mut state = self.state.lock().await;
-        for pool in &snap.pools {
-            let t = self.spawn_pool_tasks(pool, &snap.config);
-            state.pool_tasks.insert(pool.name().to_string(), t);
-        }
-    }
-
     fn spawn_listener(&self, config: ListenerConfig, l: Listener) -> RunningListener {
-        let stop = self.stop_root.child_token();
-        let drain = self.drain_root.child_token();
+        let stop = self.life.stop_accepting.child_token();
+        let drain = self.life.drain.child_token();
         let local_addr = l.local_addr();
         tracing::info!(listener = %config.name, address = %local_addr, "listening");
         let metrics = self.shared.metrics.listener(&config.name);
         let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::new(self.tls_runtime(&config)));
-        self.tasks.spawn(server::serve(
-            l,
-            Arc::clone(&self.shared),
+        let ctx = server::ListenerCtx {
+            shared: Arc::clone(&self.shared),
             metrics,
-            Arc::clone(&tls),
-            stop.clone(),
-            drain.clone(),
-            self.connections.clone(),
-        ));
+            tls: Arc::clone(&tls),
+            stop: stop.clone(),
+            drain: drain.clone(),
+            connections: self.life.connections.clone(),
+        };
+        self.life.tasks.spawn(server::serve(l, ctx));
         RunningListener {
             config,
             tls,
@@ -298,51 +284,78 @@ impl Control {
     }
 
     fn spawn_pool_tasks(&self, pool: &Arc<Pool>, config: &Config) -> PoolTasks {
-        let cancel = self.background.child_token();
-        (self.spawner)(pool, config, cancel.clone(), &self.tasks);
+        let cancel = self.life.background.child_token();
+        (self.spawner)(pool, config, cancel.clone(), &self.life.tasks);
         PoolTasks {
             pool: Arc::clone(pool),
             cancel,
         }
     }
 
-    /// Reads the config file and applies it.
+    /// Reads the config file (once) and applies it.
     pub(crate) async fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
         let path = self.path.as_deref().ok_or(ReloadError::NoFile)?;
-        let result = match Config::load(path) {
-            Ok(config) => self.apply(config).await,
-            Err(e) => Err(e.into()),
-        };
-        match &result {
-            Ok(s) if s.changed => {
-                self.shared.metrics.config_loaded(true);
-                tracing::info!(
-                    version = s.version,
-                    hash = %s.hash,
-                    pools_added = ?s.pools_added,
-                    pools_removed = ?s.pools_removed,
-                    pools_changed = ?s.pools_changed,
-                    endpoints_added = ?s.endpoints_added,
-                    endpoints_removed = ?s.endpoints_removed,
-                    listeners_added = ?s.listeners_added,
-                    listeners_removed = ?s.listeners_removed,
-                    "config reloaded"
-                );
-            }
-            Ok(_) => {
-                self.shared.metrics.config_loaded(true);
-                tracing::info!("config reloaded: no change");
-            }
-            Err(e) => {
-                self.shared.metrics.config_loaded(false);
-                tracing::error!(error = %e, "config reload failed; the running config keeps serving");
-            }
-        }
-        result
+        self.apply_loaded(Config::load(path)).await
     }
 
     /// Applies a validated config: the transaction in the module docs.
+    /// Startup is the first apply, from the empty snapshot; every later
+    /// one is a reload. Either way the result is logged and counted here.
     pub(crate) async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        self.apply_loaded(Ok(config)).await
+    }
+
+    async fn apply_loaded(
+        &self,
+        config: Result<Config, ConfigError>,
+    ) -> Result<ReloadSummary, ReloadError> {
+        let first = self.shared.snapshot().version == 0;
+        let result = match config {
+            Ok(config) => self.transaction(config).await,
+            Err(e) => Err(e.into()),
+        };
+        self.record(first, &result);
+        result
+    }
+
+    /// The one place a load's outcome is reported: log line and metrics.
+    /// A failed first load is the caller's to report (startup fails).
+    fn record(&self, first: bool, result: &Result<ReloadSummary, ReloadError>) {
+        self.shared.metrics.config_loaded(result.is_ok());
+        match result {
+            Ok(s) if first => {
+                let snap = self.shared.snapshot();
+                tracing::info!(
+                    version = s.version,
+                    hash = %s.hash,
+                    listeners = snap.config.listeners.len(),
+                    routes = snap.config.routes.len(),
+                    pools = snap.config.pools.len(),
+                    "config loaded"
+                );
+            }
+            Ok(s) if s.changed => tracing::info!(
+                version = s.version,
+                hash = %s.hash,
+                pools_added = ?s.pools_added,
+                pools_removed = ?s.pools_removed,
+                pools_changed = ?s.pools_changed,
+                endpoints_added = ?s.endpoints_added,
+                endpoints_removed = ?s.endpoints_removed,
+                listeners_added = ?s.listeners_added,
+                listeners_removed = ?s.listeners_removed,
+                "config reloaded"
+            ),
+            Ok(_) => tracing::info!("config reloaded: no change"),
+            Err(_) if first => {}
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; the running config keeps serving")
+            }
+        }
+    }
+
+    /// Steps 2-5 of the module docs, under the control-state lock.
+    async fn transaction(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         let mut state = self.state.lock().await;
         let old = self.shared.snapshot_full();
         if config.admin.bind != state.admin_bind {
@@ -351,7 +364,7 @@ impl Control {
                 to: config.admin.bind,
             });
         }
-        if *old.config == config {
+        if old.version > 0 && *old.config == config {
             return Ok(ReloadSummary {
                 version: old.version,
                 hash: old.config.hash.clone(),
@@ -359,25 +372,11 @@ impl Control {
                 ..ReloadSummary::default()
             });
         }
-
         for w in config.warnings() {
             tracing::warn!("{w}");
         }
-
         // 2. Bind new listeners first: a bind error must change nothing.
-        let mut bound = Vec::new();
-        for lc in &config.listeners {
-            let keep = state
-                .listeners
-                .iter()
-                .any(|r| same_socket(&r.config, lc) && !r.stop.is_cancelled());
-            if keep {
-                continue;
-            }
-            let l = Listener::bind(&lc.name, lc.bind)?;
-            bound.push((lc.clone(), l));
-        }
-
+        let bound = bind_new(&state.listeners, &config)?;
         // 3-4. Build and swap.
         let config = Arc::new(config);
         let version = old.version + 1;
@@ -392,9 +391,21 @@ impl Control {
         summary.hash = config.hash.clone();
         summary.changed = true;
         self.shared.store(next);
-        let current = self.shared.snapshot_full();
+        // 5. Listeners and pool tasks.
+        self.replace_listeners(&mut state, &config, bound, &mut summary);
+        self.restart_pool_tasks(&mut state);
+        Ok(summary)
+    }
 
-        // 5. Listeners.
+    /// Stops listeners `config` no longer has, swaps TLS settings of kept
+    /// ones, and starts the newly bound ones.
+    fn replace_listeners(
+        &self,
+        state: &mut ControlState,
+        config: &Config,
+        bound: Vec<(ListenerConfig, Listener)>,
+        summary: &mut ReloadSummary,
+    ) {
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.listeners)
             .into_iter()
             .partition(|r| config.listeners.iter().any(|lc| same_socket(&r.config, lc)));
@@ -407,15 +418,13 @@ impl Control {
         }
         state.listeners = kept;
         for r in &mut state.listeners {
-            if let Some(lc) = config
+            let wanted = config
                 .listeners
                 .iter()
-                .find(|lc| same_socket(&r.config, lc))
-            {
-                if r.config != *lc {
-                    summary.listeners_tls_changed.push(lc.name.clone());
-                    self.swap_tls(r, lc);
-                }
+                .find(|lc| same_socket(&r.config, lc));
+            if let Some(lc) = wanted.filter(|lc| r.config != **lc) {
+                summary.listeners_tls_changed.push(lc.name.clone());
+                self.swap_tls(r, lc);
             }
         }
         for (lc, l) in bound {
@@ -423,30 +432,49 @@ impl Control {
             let running = self.spawn_listener(lc, l);
             state.listeners.push(running);
         }
-        self.publish_listeners(&state);
+        self.publish_listeners(state);
+    }
 
-        // 5. Pool tasks: keep those whose pool instance survived.
+    /// Keeps the tasks of pool instances that survived the swap, cancels
+    /// those of replaced or removed ones, and starts tasks for new ones.
+    fn restart_pool_tasks(&self, state: &mut ControlState) {
+        let current = self.shared.snapshot_full();
         let mut tasks = std::mem::take(&mut state.pool_tasks);
         for pool in &current.pools {
             let name = pool.name().to_string();
-            match tasks.remove(&name) {
-                Some(t) if Arc::ptr_eq(&t.pool, pool) => {
-                    state.pool_tasks.insert(name, t);
-                }
+            let t = match tasks.remove(&name) {
+                Some(t) if Arc::ptr_eq(&t.pool, pool) => t,
                 other => {
                     if let Some(t) = other {
                         t.cancel.cancel();
                     }
-                    let t = self.spawn_pool_tasks(pool, &current.config);
-                    state.pool_tasks.insert(name, t);
+                    self.spawn_pool_tasks(pool, &current.config)
                 }
-            }
+            };
+            state.pool_tasks.insert(name, t);
         }
         for (_, t) in tasks {
             t.cancel.cancel();
         }
-        Ok(summary)
     }
+}
+
+/// Binds the listeners of `config` that no running listener already
+/// serves. All or nothing: on an error the ones bound so far close.
+fn bind_new(
+    running: &[RunningListener],
+    config: &Config,
+) -> Result<Vec<(ListenerConfig, Listener)>, ReloadError> {
+    let mut bound = Vec::new();
+    for lc in &config.listeners {
+        let keep = running
+            .iter()
+            .any(|r| same_socket(&r.config, lc) && !r.stop.is_cancelled());
+        if !keep {
+            bound.push((lc.clone(), Listener::bind(&lc.name, lc.bind)?));
+        }
+    }
+    Ok(bound)
 }
 
 /// A running listener is kept (socket and connections) when name and bind

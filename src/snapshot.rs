@@ -48,6 +48,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Version 0: the empty state a starting weir applies its first config
+    /// to ([`Config::empty`]: no listeners, routes or pools).
+    pub fn empty(metrics: &Metrics) -> Snapshot {
+        Snapshot::build(Arc::new(Config::empty()), 0, None, metrics)
+    }
+
     /// Builds a snapshot. Pools of `previous` whose config is unchanged are
     /// reused as they are; in changed pools, backends whose address and
     /// weight are unchanged are reused, with their load and connections.

@@ -460,6 +460,12 @@ impl Config {
         Ok(config)
     }
 
+    /// The state before the first load (see [`validate::empty`]): what a
+    /// starting weir "reloads" from.
+    pub fn empty() -> Config {
+        validate::empty()
+    }
+
     /// Reads and validates a file. Relative certificate, key and CA paths
     /// are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

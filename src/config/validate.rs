@@ -62,6 +62,31 @@ pub fn load(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, Con
     Validator { text, origin, base }.config(raw)
 }
 
+/// The state before the first load: nothing listens, routes or pools,
+/// and every other setting has its default. Startup applies the first
+/// config to it exactly as a reload applies a new config to the running
+/// one. It never validates as a file would (a file needs a listener).
+pub fn empty() -> Config {
+    Config {
+        listeners: Vec::new(),
+        admin: AdminConfig {
+            bind: DEFAULT_ADMIN_BIND,
+        },
+        routes: Vec::new(),
+        pools: Vec::new(),
+        server: ServerConfig {
+            header_read_timeout: DEFAULT_HEADER_READ,
+            idle_timeout: DEFAULT_CLIENT_IDLE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            body_read_timeout: DEFAULT_BODY_READ,
+            limits: LimitsConfig::default(),
+        },
+        access_log: AccessLogConfig { enabled: true },
+        headers: HeadersConfig { via: None },
+        hash: String::new(),
+    }
+}
+
 /// The document being validated, kept to build located errors.
 struct Validator<'a> {
     text: &'a str,

@@ -267,16 +267,15 @@ impl Protocol {
 /// Timeouts come from the current snapshot's `ServerConfig`; the
 /// connection builder is rebuilt when a reload changes them, so new
 /// connections get the new values and open ones keep theirs.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
-    listener: Listener,
-    shared: Arc<Shared>,
-    metrics: ListenerMetrics,
-    tls: tls::TlsSlot,
-    stop: CancellationToken,
-    drain: CancellationToken,
-    tracker: TaskTracker,
-) {
+pub async fn serve(listener: Listener, ctx: ListenerCtx) {
+    let ListenerCtx {
+        shared,
+        metrics,
+        tls,
+        stop,
+        drain,
+        connections: tracker,
+    } = ctx;
     let mut server = shared.snapshot().config.server.clone();
     let mut builder = Arc::new(connection_builders(&server));
     let mut limits = RequestLimits::from_config(&server);
@@ -314,16 +313,14 @@ pub async fn serve(
                     activity: Arc::new(Activity::new()),
                     limits,
                 });
-                tracker.spawn(accept_connection(
-                    stream,
-                    slot,
-                    tls,
+                let conn = Conn {
                     ctx,
-                    Arc::clone(&builder),
-                    server.idle_timeout,
-                    metrics.clone(),
-                    drain.clone(),
-                ));
+                    builder: Arc::clone(&builder),
+                    idle_timeout: server.idle_timeout,
+                    metrics: metrics.clone(),
+                    drain: drain.clone(),
+                };
+                tracker.spawn(accept_connection(stream, slot, tls, conn));
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
@@ -338,20 +335,42 @@ pub async fn serve(
     tracing::debug!(listener = %listener.name, "listener stopped accepting");
 }
 
-/// Runs the TLS handshake if the listener has TLS, then serves the
-/// connection. Counted as open from accept to close, handshake included.
-#[allow(clippy::too_many_arguments)]
-async fn accept_connection(
-    stream: TcpStream,
-    _slot: ConnectionSlot,
-    tls: Option<Arc<tls::TlsRuntime>>,
+/// What a listener's serving task is given by the control plane.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    /// Shared state (snapshot, metrics).
+    pub shared: Arc<Shared>,
+    /// The listener's metric handles.
+    pub metrics: ListenerMetrics,
+    /// The listener's TLS settings (`None`: cleartext), swapped by reloads.
+    pub tls: tls::TlsSlot,
+    /// Cancelled to stop accepting.
+    pub stop: CancellationToken,
+    /// Cancelled to shut open connections down gracefully.
+    pub drain: CancellationToken,
+    /// Where connection tasks are spawned (shutdown waits for them).
+    pub connections: TaskTracker,
+}
+
+/// One accepted connection's settings, fixed when it was accepted.
+struct Conn {
     ctx: Arc<ConnCtx>,
     builder: Arc<Builders>,
     idle_timeout: Duration,
     metrics: ListenerMetrics,
     drain: CancellationToken,
+}
+
+/// Runs the TLS handshake if the listener has TLS, then serves the
+/// connection. Counted as open from accept to close, handshake included.
+async fn accept_connection(
+    stream: TcpStream,
+    _slot: ConnectionSlot,
+    tls: Option<Arc<tls::TlsRuntime>>,
+    conn: Conn,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = conn.metrics.clone();
     metrics.connections_open.inc();
     match tls {
         None => {
@@ -360,61 +379,32 @@ async fn accept_connection(
             let mut first = [0u8; H2_PREFACE.len()];
             let peeked = tokio::select! {
                 r = stream.peek(&mut first) => r.ok(),
-                _ = tokio::time::sleep(idle_timeout) => None,
-                _ = drain.cancelled() => None,
+                _ = tokio::time::sleep(conn.idle_timeout) => None,
+                _ = conn.drain.cancelled() => None,
             };
             // `None` or 0 bytes: idle too long, draining, or closed.
             if let Some(n) = peeked.filter(|n| *n > 0) {
                 let protocol = Protocol::sniff(first.get(..n).unwrap_or_default());
-                serve_connection(
-                    stream,
-                    protocol,
-                    ctx,
-                    builder,
-                    idle_timeout,
-                    drain,
-                    &metrics,
-                )
-                .await;
+                serve_connection(stream, protocol, conn).await;
             }
         }
         // Boxed: the TLS handshake and TLS stream make this branch's future
         // twice the size of the plain one, and every connection task is as
         // large as its largest branch.
-        Some(tls) => {
-            Box::pin(serve_tls(
-                stream,
-                tls,
-                ctx,
-                builder,
-                idle_timeout,
-                drain,
-                &metrics,
-            ))
-            .await
-        }
+        Some(tls) => Box::pin(serve_tls(stream, tls, conn)).await,
     }
     metrics.connections_open.dec();
 }
 
-async fn serve_tls(
-    stream: TcpStream,
-    tls: Arc<tls::TlsRuntime>,
-    ctx: Arc<ConnCtx>,
-    builder: Arc<Builders>,
-    idle_timeout: Duration,
-    drain: CancellationToken,
-    metrics: &ListenerMetrics,
-) {
-    let peer = ctx.peer;
-    let handshake = tls::handshake(&tls, stream, peer);
+async fn serve_tls(stream: TcpStream, tls: Arc<tls::TlsRuntime>, conn: Conn) {
+    let handshake = tls::handshake(&tls, stream, conn.ctx.peer);
     let stream = tokio::select! {
         s = handshake => s,
-        _ = drain.cancelled() => None,
+        _ = conn.drain.cancelled() => None,
     };
     if let Some(stream) = stream {
         let protocol = Protocol::from_alpn(stream.get_ref().1.alpn_protocol());
-        serve_connection(stream, protocol, ctx, builder, idle_timeout, drain, metrics).await;
+        serve_connection(stream, protocol, conn).await;
     }
 }
 
@@ -465,18 +455,17 @@ where
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection<S>(
-    stream: S,
-    protocol: Protocol,
-    ctx: Arc<ConnCtx>,
-    builder: Arc<Builders>,
-    idle_timeout: Duration,
-    drain: CancellationToken,
-    metrics: &ListenerMetrics,
-) where
+async fn serve_connection<S>(stream: S, protocol: Protocol, conn: Conn)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        ctx,
+        builder,
+        idle_timeout,
+        metrics,
+        drain,
+    } = conn;
     let activity = Arc::clone(&ctx.activity);
     let peer = ctx.peer;
     let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
