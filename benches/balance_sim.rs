@@ -25,7 +25,8 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use weir::balance::{Algorithm, Endpoint, EndpointLoad, LoadMetric, Selector, SelectorOptions};
 

@@ -15,7 +15,7 @@
 )]
 
 use std::hint::black_box;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, StatusCode};

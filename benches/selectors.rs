@@ -23,7 +23,8 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use weir::balance::{Algorithm, Endpoint, EndpointLoad, LoadMetric, Selector, SelectorOptions};

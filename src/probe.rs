@@ -193,7 +193,7 @@ fn apply<T: Probed + ?Sized, O: ProbeObserver>(
         }
         observer.transition(addr, state);
     }
-    if ok && cell.un_eject(Instant::now().into_std()) {
+    if ok && cell.un_eject(Instant::now()) {
         tracing::info!(pool, endpoint = %addr, "ejection ended by a passing health check");
         observer.un_ejected(addr);
     }
@@ -527,7 +527,7 @@ mod tests {
             e.cell.last_probe().and_then(|p| p.error).as_deref(),
             Some("status 500")
         );
-        assert!(!e.cell.is_available(Instant::now().into_std()));
+        assert!(!e.cell.is_available(Instant::now()));
 
         up.status.store(204, Ordering::SeqCst);
         eventually("up", || e.cell.active() == Health::Healthy).await;
@@ -745,7 +745,7 @@ mod tests {
         use crate::health::passive::{record, Outcome, PassivePolicy};
         let up = upstream(200).await;
         let e = ep(up.addr);
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         let p = PassivePolicy::default();
         for _ in 0..5 {
             record(&e.cell, Outcome::Reset, now, &p, || (0, 1));
@@ -755,10 +755,7 @@ mod tests {
         let targets: Targets = Arc::new(Mutex::new(vec![e.clone()]));
         let log = Arc::new(Log::default());
         let (cancel, task) = spawn_run(&targets, fast(ProbeKind::http("/")), &log);
-        eventually("un-ejected", || {
-            e.cell.is_available(Instant::now().into_std())
-        })
-        .await;
+        eventually("un-ejected", || e.cell.is_available(Instant::now())).await;
         cancel.cancel();
         task.await.expect("task");
     }

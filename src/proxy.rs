@@ -302,7 +302,7 @@ async fn forward(
     };
     record.pool = Some(Arc::clone(&pool));
 
-    let (mut lease, admission) = pool.admit(tokio::time::Instant::now()).await?;
+    let (mut lease, admission) = pool.admit(Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
     let settings = pool.settings();
@@ -379,9 +379,9 @@ async fn forward(
         };
         aim(&mut upstream_req, &backend, settings, &target)?;
         backend.metrics().picks.inc();
-        let sent_at = std::time::Instant::now();
+        let sent_at = Instant::now();
         let sent = backend.conns().send(upstream_req, &settings.connect).await;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if let Some(passive) = &settings.passive {
             record_passive(&pool, &backend, &sent, passive, now);
         }
@@ -509,7 +509,7 @@ async fn forward(
 }
 
 /// Takes a retry token from the pool's budget, counting a refusal.
-fn affordable(pool: &Pool, now: std::time::Instant) -> bool {
+fn affordable(pool: &Pool, now: Instant) -> bool {
     let ok = pool.budget().try_withdraw(now);
     if !ok {
         pool.metrics().budget_exhausted.inc();
@@ -518,7 +518,7 @@ fn affordable(pool: &Pool, now: std::time::Instant) -> bool {
 }
 
 /// A lease on an endpoint not yet tried, if there is one.
-fn retry_lease(pool: &Pool, tried: &[SocketAddr], now: std::time::Instant) -> Option<Lease> {
+fn retry_lease(pool: &Pool, tried: &[SocketAddr], now: Instant) -> Option<Lease> {
     pool.pick_excluding(now, tried).ok()
 }
 
@@ -631,7 +631,7 @@ fn record_passive<T>(
     backend: &Backend,
     sent: &Result<(Response<T>, Option<PooledConn>), SendError>,
     policy: &PassivePolicy,
-    now: std::time::Instant,
+    now: Instant,
 ) {
     let (outcome, reason) = match sent {
         Ok((res, _)) => (Outcome::Status(res.status().as_u16()), 3),

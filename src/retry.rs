@@ -23,7 +23,8 @@
 //!   and a longer `Retry-After` is not retried.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use http::{HeaderMap, Method};
 

@@ -170,12 +170,12 @@ async fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     assert_eq!(body, "done");
 
     let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(s) = child.0.try_wait().unwrap() {
                 return Some(s);
             }
-            if std::time::Instant::now() > deadline {
+            if tokio::time::Instant::now() > deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -7,7 +7,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -128,7 +128,7 @@ impl Collector for StateCollector {
             return Vec::new();
         };
         let snap = shared.snapshot_full();
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         for pool in &snap.pools {
             let set = pool.backends();
             let mut available = 0usize;

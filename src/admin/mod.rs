@@ -153,7 +153,7 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let wall = |d: Option<std::time::Duration>| {
         d.map(|d| {
             std::time::SystemTime::now()

@@ -27,7 +27,8 @@
 //! still a finite, plausible estimate, so nothing is ever corrupted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// linkerd2-proxy's default: RTT assumed before the first sample.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);

@@ -15,7 +15,7 @@
 //! go to it; that is inherent to least connections and corrected on the
 //! next picks as `in_flight` rises.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::{Endpoint, Load, LoadMetric};
 

@@ -25,7 +25,7 @@
 //! Races: loads are read without synchronisation; a stale read only makes
 //! one choice slightly worse.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::{available, scan_available, Endpoint, Load, LoadMetric};
 

@@ -53,7 +53,7 @@
 //! another thread's walk redundant, never wrong.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::{available, scan_available, Endpoint};
 

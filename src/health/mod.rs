@@ -37,7 +37,8 @@ mod tracker;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 pub use passive::{Ejection, Outcome, PassivePolicy, StatusSet};
 pub use policy::{parse_status_range, ActivePolicy, ProbeKind, Probed};
@@ -45,7 +46,7 @@ pub use tracker::{Health, Tracker};
 
 /// The process-wide origin of the millisecond timestamps kept in atomics.
 ///
-/// `std::time::Instant` has no integer representation, so ejection
+/// `tokio::time::Instant` has no integer representation, so ejection
 /// deadlines are stored as milliseconds since this base. It is fixed the
 /// first time a [`HealthCell`] is built; every `now` the request path
 /// passes later is after it. An earlier `now` counts as the base itself.

@@ -33,7 +33,8 @@
 //! exceeded by the number of ejections racing in the same instant.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::{from_ms, to_ms, HealthCell};
 

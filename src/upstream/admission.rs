@@ -28,7 +28,7 @@ impl Pool {
     /// connection keeps for its whole life) would otherwise grow by it.
     pub async fn admit(&self, now: Instant) -> Result<(Lease, Admission), ProxyError> {
         if self.gate().is_open() {
-            return Ok((self.pick(now.into_std())?, Admission::default()));
+            return Ok((self.pick(now)?, Admission::default()));
         }
         Box::pin(self.admit_queued()).await
     }
@@ -48,7 +48,7 @@ impl Pool {
             pool: gate.pool_slot(deadline).await.map_err(|()| self.reject())?,
             endpoint: None,
         };
-        let lease = self.pick(Instant::now().into_std())?;
+        let lease = self.pick(Instant::now())?;
         let Some(max) = gate.limits().max_requests_per_endpoint else {
             return Ok((lease, admission));
         };
@@ -81,7 +81,7 @@ impl Pool {
         max: usize,
         live: &[SocketAddr],
     ) -> Option<Admitted> {
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         let set = self.backends();
         let (backend, sem) = set
             .backends()

@@ -20,7 +20,8 @@ mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::balance::{Endpoint, EndpointLoad};
 use crate::config::UpstreamProtocol;
