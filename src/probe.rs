@@ -30,6 +30,7 @@
 //! * time is `tokio::time`, so tests can run it on a paused clock.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -101,13 +102,34 @@ pub async fn run<T, F, O>(
     F: Fn() -> Vec<Arc<T>> + Send,
     O: ProbeObserver,
 {
+    let check = |addr| probe_inner(addr, &policy.kind, policy.tls.as_ref());
+    run_with(&pool, targets, &policy, &cancel, &observer, check).await;
+}
+
+/// [`run`] with the network check injected: `check(addr)` is one probe's
+/// IO (connect, TLS, request), which the timeout, jitter, trackers and
+/// schedule here wrap. Tests drive the schedule with a scripted check on a
+/// paused clock.
+async fn run_with<T, F, O, C, Fut>(
+    pool: &str,
+    targets: F,
+    policy: &ActivePolicy,
+    cancel: &CancellationToken,
+    observer: &O,
+    check: C,
+) where
+    T: Probed,
+    F: Fn() -> Vec<Arc<T>>,
+    O: ProbeObserver,
+    C: Fn(SocketAddr) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let period = policy.interval.max(MIN_PERIOD);
     let mut rounds = time::interval(period);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut polls = time::interval(policy.discovery_poll.clamp(MIN_PERIOD, period));
     polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut trackers: HashMap<SocketAddr, Tracker> = HashMap::new();
-
     loop {
         // Both intervals tick at once on the first iteration; `biased`
         // makes that a full round.
@@ -117,47 +139,52 @@ pub async fn run<T, F, O>(
             _ = rounds.tick() => true,
             _ = polls.tick() => false,
         };
-
-        let current = targets();
-        let present: HashSet<SocketAddr> = current.iter().map(|t| t.addr()).collect();
-        trackers.retain(|addr, _| present.contains(addr));
-
-        let mut due = Vec::with_capacity(current.len());
-        for t in current {
-            let addr = t.addr();
-            let new = !trackers.contains_key(&addr);
-            if full_round || new {
-                if new {
-                    // Start from the cell's verdict: a backend that outlived
-                    // a reload keeps its state.
-                    let tracker = Tracker::new(
-                        policy.healthy_threshold,
-                        policy.unhealthy_threshold,
-                        t.health().active(),
-                    );
-                    trackers.insert(addr, tracker);
-                }
-                due.push(t);
-            }
-        }
+        let due = due_targets(targets(), &mut trackers, policy, full_round);
         if due.is_empty() {
             continue;
         }
-
-        let probes = join_all(due.iter().map(|t| probe_with_jitter(t.addr(), &policy)));
+        let probes = join_all(due.iter().map(|t| timed_probe(t.addr(), policy, &check)));
         let results = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
             results = probes => results,
         };
-
         for (t, result) in due.iter().zip(results) {
-            let Some(tracker) = trackers.get_mut(&t.addr()) else {
-                continue;
-            };
-            apply(&pool, t.as_ref(), tracker, result, &observer);
+            if let Some(tracker) = trackers.get_mut(&t.addr()) {
+                apply(pool, t.as_ref(), tracker, result, observer);
+            }
         }
     }
+}
+
+/// The endpoints to probe now: all of them on a full round, otherwise only
+/// those not seen before. Trackers of endpoints that left are dropped, and
+/// new ones start from the cell's verdict (a backend that outlived a
+/// reload keeps its state).
+fn due_targets<T: Probed>(
+    current: Vec<Arc<T>>,
+    trackers: &mut HashMap<SocketAddr, Tracker>,
+    policy: &ActivePolicy,
+    full_round: bool,
+) -> Vec<Arc<T>> {
+    let present: HashSet<SocketAddr> = current.iter().map(|t| t.addr()).collect();
+    trackers.retain(|addr, _| present.contains(addr));
+    let mut due = Vec::with_capacity(current.len());
+    for t in current {
+        let new = !trackers.contains_key(&t.addr());
+        if new {
+            let tracker = Tracker::new(
+                policy.healthy_threshold,
+                policy.unhealthy_threshold,
+                t.health().active(),
+            );
+            trackers.insert(t.addr(), tracker);
+        }
+        if full_round || new {
+            due.push(t);
+        }
+    }
+    due
 }
 
 /// Feeds one probe result to the tracker and the cell.
@@ -200,26 +227,20 @@ fn apply<T: Probed + ?Sized, O: ProbeObserver>(
     cell.record_probe(result);
 }
 
-/// One probe after its jitter delay; never fails, the failure is in the
-/// result.
-async fn probe_with_jitter(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
+/// One probe after its jitter delay, bounded by `policy.timeout`; never
+/// fails, the failure is in the result.
+async fn timed_probe<C, Fut>(addr: SocketAddr, policy: &ActivePolicy, check: &C) -> ProbeResult
+where
+    C: Fn(SocketAddr) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let jitter = policy.jitter.min(policy.interval);
     if !jitter.is_zero() {
         let nanos = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
         time::sleep(Duration::from_nanos(fastrand::u64(0..=nanos))).await;
     }
-    probe(addr, policy).await
-}
-
-/// Probes `addr` once, bounded by `policy.timeout`.
-pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
     let start = Instant::now();
-    let outcome = match time::timeout(
-        policy.timeout,
-        probe_inner(addr, &policy.kind, policy.tls.as_ref()),
-    )
-    .await
-    {
+    let outcome = match time::timeout(policy.timeout, check(addr)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {:?}", policy.timeout)),
     };
@@ -229,6 +250,16 @@ pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
         at: SystemTime::now(),
         error: outcome.err(),
     }
+}
+
+/// Probes `addr` once, bounded by `policy.timeout` (no jitter).
+pub async fn probe(addr: SocketAddr, policy: &ActivePolicy) -> ProbeResult {
+    let no_jitter = ActivePolicy {
+        jitter: Duration::ZERO,
+        ..policy.clone()
+    };
+    let check = |addr| probe_inner(addr, &policy.kind, policy.tls.as_ref());
+    timed_probe(addr, &no_jitter, &check).await
 }
 
 async fn probe_inner(
@@ -761,40 +792,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancellation_stops_the_task_promptly() {
-        // Mid-probe: the endpoint never answers and the timeout is long.
-        let addr = black_hole().await;
-        let targets: Targets = Arc::new(Mutex::new(vec![ep(addr)]));
-        let log = Arc::new(Log::default());
-        let policy = ActivePolicy {
-            timeout: Duration::from_secs(3600),
-            jitter: Duration::from_millis(1),
-            ..fast(ProbeKind::http("/"))
-        };
-        let (cancel, task) = spawn_run(&targets, policy, &log);
-        time::sleep(Duration::from_millis(50)).await;
-        cancel.cancel();
-        time::timeout(Duration::from_secs(1), task)
-            .await
-            .expect("stopped promptly")
-            .expect("task");
-
-        // Between rounds: nothing to probe, long interval.
-        let empty: Targets = Arc::new(Mutex::new(Vec::new()));
-        let policy = ActivePolicy {
-            interval: Duration::from_secs(3600),
-            ..ActivePolicy::default()
-        };
-        let (cancel, task) = spawn_run(&empty, policy, &log);
-        time::sleep(Duration::from_millis(20)).await;
-        cancel.cancel();
-        time::timeout(Duration::from_secs(1), task)
-            .await
-            .expect("stopped promptly")
-            .expect("task");
-    }
-
-    #[tokio::test]
     async fn zero_periods_do_not_panic() {
         let up = upstream(200).await;
         let e = ep(up.addr);
@@ -811,5 +808,207 @@ mod tests {
         eventually("rounds", || reads.load(Ordering::SeqCst) >= 10).await;
         cancel.cancel();
         task.await.expect("task");
+    }
+
+    /// A scripted check on a paused clock: records when each endpoint was
+    /// probed, answers with `verdict`, or never answers while `hang`.
+    #[derive(Default)]
+    struct Script {
+        probes: Mutex<Vec<(SocketAddr, Duration)>>,
+        fail: std::sync::atomic::AtomicBool,
+        hang: std::sync::atomic::AtomicBool,
+    }
+
+    impl Script {
+        fn times_of(&self, addr: SocketAddr) -> Vec<Duration> {
+            let v = self.probes.lock().map(|v| v.clone()).unwrap_or_default();
+            v.into_iter()
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, t)| t)
+                .collect()
+        }
+    }
+
+    /// Runs the schedule with `script` as the network, from `t0`.
+    fn spawn_scripted(
+        targets: &Targets,
+        policy: ActivePolicy,
+        script: &Arc<Script>,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>, Instant) {
+        let cancel = CancellationToken::new();
+        let (t, sc, c) = (targets.clone(), script.clone(), cancel.clone());
+        let t0 = Instant::now();
+        let task = tokio::spawn(async move {
+            let check = |addr| {
+                let sc = sc.clone();
+                async move {
+                    if let Ok(mut v) = sc.probes.lock() {
+                        v.push((addr, t0.elapsed()));
+                    }
+                    if sc.hang.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    match sc.fail.load(Ordering::SeqCst) {
+                        true => Err("scripted failure".to_owned()),
+                        false => Ok(()),
+                    }
+                }
+            };
+            let targets = move || t.lock().map(|v| v.clone()).unwrap_or_default();
+            run_with("test", targets, &policy, &c, &NoopObserver, check).await;
+        });
+        (cancel, task, t0)
+    }
+
+    fn scripted_policy() -> ActivePolicy {
+        ActivePolicy {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            discovery_poll: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            ..ActivePolicy::default()
+        }
+    }
+
+    fn secs(s: &[u64]) -> Vec<Duration> {
+        s.iter().map(|&s| Duration::from_secs(s)).collect()
+    }
+
+    /// Sleeps until `at` after `t0` on the paused clock.
+    async fn until(t0: Instant, at: Duration) {
+        time::sleep_until(t0 + at).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rounds_run_every_interval_from_the_start() {
+        let a = ep("127.0.0.1:1001".parse().unwrap());
+        let targets: Targets = Arc::new(Mutex::new(vec![a.clone()]));
+        let script = Arc::new(Script::default());
+        let (cancel, task, t0) = spawn_scripted(&targets, scripted_policy(), &script);
+        until(t0, Duration::from_millis(20_500)).await;
+        assert_eq!(script.times_of(a.addr), secs(&[0, 5, 10, 15, 20]));
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fall_and_rise_take_exactly_their_thresholds() {
+        let a = ep("127.0.0.1:1002".parse().unwrap());
+        let targets: Targets = Arc::new(Mutex::new(vec![a.clone()]));
+        let script = Arc::new(Script::default());
+        script.fail.store(true, Ordering::SeqCst);
+        let (cancel, task, t0) = spawn_scripted(&targets, scripted_policy(), &script);
+        // Failures at 0 s and 5 s keep it healthy; the third, at 10 s, is
+        // the fall.
+        until(t0, Duration::from_millis(9_900)).await;
+        assert_eq!(a.cell.active(), Health::Healthy);
+        until(t0, Duration::from_millis(10_100)).await;
+        assert_eq!(a.cell.active(), Health::Unhealthy);
+        // Passing from 15 s: the second pass, at 20 s, is the rise.
+        script.fail.store(false, Ordering::SeqCst);
+        until(t0, Duration::from_millis(19_900)).await;
+        assert_eq!(a.cell.active(), Health::Unhealthy);
+        until(t0, Duration::from_millis(20_100)).await;
+        assert_eq!(a.cell.active(), Health::Healthy);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_endpoint_is_probed_at_the_next_list_poll() {
+        let a = ep("127.0.0.1:1003".parse().unwrap());
+        let b = ep("127.0.0.1:1004".parse().unwrap());
+        let targets: Targets = Arc::new(Mutex::new(vec![a.clone()]));
+        let script = Arc::new(Script::default());
+        let (cancel, task, t0) = spawn_scripted(&targets, scripted_policy(), &script);
+        until(t0, Duration::from_millis(2_500)).await;
+        targets.lock().unwrap().push(b.clone());
+        until(t0, Duration::from_millis(10_500)).await;
+        // Seen at the 3 s poll, then on the regular rounds; `a` is not
+        // probed by the polls in between.
+        assert_eq!(script.times_of(b.addr), secs(&[3, 5, 10]));
+        assert_eq!(script.times_of(a.addr), secs(&[0, 5, 10]));
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_check_fails_at_the_timeout_and_delays_the_next_round() {
+        let a = ep("127.0.0.1:1005".parse().unwrap());
+        let targets: Targets = Arc::new(Mutex::new(vec![a.clone()]));
+        let script = Arc::new(Script::default());
+        script.hang.store(true, Ordering::SeqCst);
+        let policy = ActivePolicy {
+            unhealthy_threshold: 1,
+            ..scripted_policy()
+        };
+        let (cancel, task, t0) = spawn_scripted(&targets, policy, &script);
+        until(t0, Duration::from_millis(1_900)).await;
+        assert_eq!(a.cell.last_probe(), None, "no verdict before the timeout");
+        until(t0, Duration::from_millis(2_100)).await;
+        let r = a.cell.last_probe().expect("timed out probe recorded");
+        assert!(!r.ok);
+        assert_eq!(r.latency, Duration::from_secs(2));
+        assert_eq!(r.error.as_deref(), Some("timed out after 2s"));
+        assert_eq!(a.cell.active(), Health::Unhealthy);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_delays_each_probe_within_its_bound() {
+        let eps: Vec<Arc<Ep>> = (0..8)
+            .map(|i| ep(SocketAddr::from(([127, 0, 0, 1], 1100 + i))))
+            .collect();
+        let targets: Targets = Arc::new(Mutex::new(eps.clone()));
+        let script = Arc::new(Script::default());
+        let policy = ActivePolicy {
+            jitter: Duration::from_secs(1),
+            ..scripted_policy()
+        };
+        let (cancel, task, t0) = spawn_scripted(&targets, policy, &script);
+        until(t0, Duration::from_millis(6_500)).await;
+        let mut firsts = Vec::new();
+        for e in &eps {
+            let t = script.times_of(e.addr);
+            assert_eq!(t.len(), 2, "two rounds for {}", e.addr);
+            assert!(t[0] <= Duration::from_secs(1), "{:?}", t);
+            // The second round starts at the first tick after the slowest
+            // probe of the first, and adds its own jitter.
+            assert!(t[1] >= Duration::from_secs(5) && t[1] <= Duration::from_secs(6));
+            firsts.push(t[0]);
+        }
+        firsts.dedup();
+        assert!(firsts.len() > 1, "jitter spread the probes: {firsts:?}");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_mid_probe_or_between_rounds_ends_the_task_at_once() {
+        let a = ep("127.0.0.1:1006".parse().unwrap());
+        let targets: Targets = Arc::new(Mutex::new(vec![a]));
+        let script = Arc::new(Script::default());
+        script.hang.store(true, Ordering::SeqCst);
+        let long = ActivePolicy {
+            timeout: Duration::from_secs(3600),
+            interval: Duration::from_secs(3600),
+            ..scripted_policy()
+        };
+        let (cancel, task, t0) = spawn_scripted(&targets, long.clone(), &script);
+        until(t0, Duration::from_secs(1)).await;
+        cancel.cancel();
+        let before = Instant::now();
+        task.await.unwrap();
+        assert_eq!(Instant::now(), before, "no timer had to fire");
+
+        let empty: Targets = Arc::new(Mutex::new(Vec::new()));
+        let (cancel, task, t0) = spawn_scripted(&empty, long, &script);
+        until(t0, Duration::from_secs(10)).await;
+        cancel.cancel();
+        let before = Instant::now();
+        task.await.unwrap();
+        assert_eq!(Instant::now(), before);
     }
 }
