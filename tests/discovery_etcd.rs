@@ -485,3 +485,78 @@ async fn without_watches_it_polls_at_poll_interval() {
     // watching, without spinning.
     assert!(gw.watches.load(Ordering::SeqCst) <= gw.ranges.load(Ordering::SeqCst) + 1);
 }
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A quiet watch is confirmed by probes, so it never expires; when etcd
+/// stops, the last set is served for `max_stale` counted from the last
+/// contact, not from the last change.
+#[tokio::test]
+async fn a_quiet_watch_stays_fresh_and_an_outage_keeps_the_set_for_max_stale() {
+    let a = echo_backend("a").await;
+    let mut etcd = EtcdServer::start().await;
+    etcd.put("/services/p/a", &a.addr.to_string()).await;
+    // A long poll interval: only the probes can confirm the quiet watch.
+    let weir = start(&yaml(
+        &etcd.url(),
+        ", poll_interval: 30s, timeout: 1s, max_stale: 3s",
+    ))
+    .await;
+    let addr = weir.listener_addr("main").unwrap();
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
+    let first = source_state(&weir).await["last_success"].as_f64().unwrap();
+
+    // No change for longer than max_stale: still `ok`, contacts advance.
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let s = source_state(&weir).await;
+        assert_eq!(s["state"], "ok", "{s}");
+        assert_eq!(backends_hit(&c, addr, 1).await, names(&["a"]));
+        if s["last_success"].as_f64().unwrap() > first + 3.5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no contact since {first}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    etcd.kill();
+    let stopped = unix_now();
+    let mut saw_stale = false;
+    let mut served_after = 0.0;
+    let (expired_at, last_contact) = loop {
+        let now = unix_now();
+        let s = source_state(&weir).await;
+        if s["state"] == "expired" {
+            break (now, s["last_success"].as_f64().unwrap());
+        }
+        saw_stale |= s["state"] == "stale";
+        // Not expired: requests are still served from the last set.
+        assert_eq!(backends_hit(&c, addr, 1).await, names(&["a"]), "{s}");
+        served_after = now - stopped;
+        assert!(now - stopped < 6.0, "did not expire: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(saw_stale);
+    // The last contact was a probe at most ~1 s before the stop.
+    assert!(last_contact > stopped - 1.5, "{last_contact} vs {stopped}");
+    assert!(
+        served_after > 1.5,
+        "served for {served_after:.2}s after the stop"
+    );
+    let age = expired_at - last_contact;
+    assert!(
+        (2.9..4.0).contains(&age),
+        "expired {age:.2}s after the last contact"
+    );
+    let (p, _) = send(&c, get(addr, "x", "/")).await;
+    assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+}
