@@ -35,6 +35,8 @@ struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     dir: PathBuf,
+    /// Extra command-line flags.
+    flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -50,6 +52,10 @@ fn free_ports() -> (u16, u16) {
 
 impl EtcdServer {
     async fn start() -> EtcdServer {
+        EtcdServer::start_with(&[]).await
+    }
+
+    async fn start_with(flags: &[&str]) -> EtcdServer {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: install Debian's etcd-server (scripts/test.sh does)"
@@ -63,6 +69,7 @@ impl EtcdServer {
             client_port,
             peer_port,
             dir: tmp.path().join("data"),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
             _tmp: Some(tmp),
         };
         s.spawn().await;
@@ -91,6 +98,7 @@ impl EtcdServer {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -486,13 +494,6 @@ async fn without_watches_it_polls_at_poll_interval() {
     assert!(gw.watches.load(Ordering::SeqCst) <= gw.ranges.load(Ordering::SeqCst) + 1);
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// A quiet watch is confirmed by probes, so it never expires; when etcd
 /// stops, the last set is served for `max_stale` counted from the last
 /// contact, not from the last change.
@@ -510,53 +511,36 @@ async fn a_quiet_watch_stays_fresh_and_an_outage_keeps_the_set_for_max_stale() {
     let addr = weir.listener_addr("main").unwrap();
     let c = client();
     until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
-    let first = source_state(&weir).await["last_success"].as_f64().unwrap();
-
     // No change for longer than max_stale: still `ok`, contacts advance.
-    let end = tokio::time::Instant::now() + Duration::from_secs(8);
-    loop {
-        let s = source_state(&weir).await;
-        assert_eq!(s["state"], "ok", "{s}");
-        assert_eq!(backends_hit(&c, addr, 1).await, names(&["a"]));
-        if s["last_success"].as_f64().unwrap() > first + 3.5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "no contact since {first}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stays_fresh(&weir, &c, &["a"], 3.5).await;
 
     etcd.kill();
     let stopped = unix_now();
-    let mut saw_stale = false;
-    let mut served_after = 0.0;
-    let (expired_at, last_contact) = loop {
-        let now = unix_now();
-        let s = source_state(&weir).await;
-        if s["state"] == "expired" {
-            break (now, s["last_success"].as_f64().unwrap());
-        }
-        saw_stale |= s["state"] == "stale";
-        // Not expired: requests are still served from the last set.
-        assert_eq!(backends_hit(&c, addr, 1).await, names(&["a"]), "{s}");
-        served_after = now - stopped;
-        assert!(now - stopped < 6.0, "did not expire: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(saw_stale);
+    let outage = serve_until_expired(&weir, &c, &["a"], stopped, 6.0).await;
+    assert!(outage.saw_stale, "{outage:?}");
     // The last contact was a probe at most ~1 s before the stop.
-    assert!(last_contact > stopped - 1.5, "{last_contact} vs {stopped}");
     assert!(
-        served_after > 1.5,
-        "served for {served_after:.2}s after the stop"
+        outage.last_contact > stopped - 1.5,
+        "{outage:?} vs {stopped}"
     );
-    let age = expired_at - last_contact;
-    assert!(
-        (2.9..4.0).contains(&age),
-        "expired {age:.2}s after the last contact"
-    );
+    assert!(outage.served_for > 1.5, "{outage:?}");
+    let age = outage.expired_at - outage.last_contact;
+    assert!((2.9..4.0).contains(&age), "{outage:?}");
     let (p, _) = send(&c, get(addr, "x", "/")).await;
     assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// The watch asks for progress notifications; each is a contact, so a
+/// server that sends them often keeps a quiet watch's `last_success`
+/// current without any probe (no `max_stale` here).
+#[tokio::test]
+async fn progress_notifications_count_as_contact() {
+    let a = echo_backend("a").await;
+    let etcd =
+        EtcdServer::start_with(&["--experimental-watch-progress-notify-interval=300ms"]).await;
+    etcd.put("/services/p/a", &a.addr.to_string()).await;
+    let weir = start(&yaml(&etcd.url(), ", poll_interval: 30s")).await;
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
+    stays_fresh(&weir, &c, &["a"], 1.0).await;
 }
