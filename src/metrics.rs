@@ -310,7 +310,8 @@ pub struct DiscoveryMetrics {
 }
 
 impl DiscoveryMetrics {
-    /// Counts one refresh.
+    /// Counts one refresh; a success is a contact with the registry,
+    /// whether or not the set changed.
     pub fn refresh(&self, success: bool) {
         if success {
             self.ok.inc();
@@ -612,7 +613,7 @@ impl Metrics {
                 let v = prometheus::GaugeVec::new(
                     Opts::new(
                         "weir_discovery_last_success_timestamp_seconds",
-                        "Unix time of a discovery source's last successful refresh.",
+                        "Unix time of a discovery source's last successful contact with its registry (changed or not).",
                     ),
                     &["pool", "source"],
                 )?;

@@ -679,6 +679,29 @@ fn zero_timeouts_rejected_where_meaningless() {
     );
 }
 
+#[test]
+fn max_stale_below_one_second_is_rejected() {
+    let with = |max_stale: &str| {
+        BASE.replace(
+            "  - name: app\n",
+            &format!(
+                "  - name: app\n    discovery:\n      - http: {{url: \"http://127.0.0.1:1/x\", max_stale: {max_stale}}}\n"
+            ),
+        )
+    };
+    assert_rejected(
+        &with("500ms"),
+        "pools[0].discovery[0].http.max_stale",
+        Some(9),
+        "must be at least 1s",
+    );
+    let config = load(&with("1s"));
+    assert_eq!(
+        config.pools[0].discovery[0].max_stale,
+        Some(Duration::from_secs(1))
+    );
+}
+
 // -------------------------------------------------------------------- headers
 
 #[test]

@@ -357,3 +357,42 @@ async fn errors_and_garbage_keep_the_last_set() {
     until_set(&weir, &[a.addr, b.addr], Duration::from_secs(5)).await;
     assert_eq!(backends_hit(&c, addr, 4).await, names(&["a", "b"]));
 }
+
+/// A blocking query that returns with the same index (nothing changed) is
+/// a successful contact: the source stays fresh however long the service
+/// is quiet, and an outage keeps the set for `max_stale` from the last
+/// return.
+#[tokio::test]
+async fn blocking_queries_returning_the_same_index_keep_the_source_fresh() {
+    let a = echo_backend("a").await;
+    let fake = FakeConsul::new(vec![instance("a", "127.0.0.1", "", a.addr.port(), 1)]);
+    let consul = fake.serve().await;
+    // A 30 s wait would outlast max_stale: weir lowers it to a third of it.
+    let weir = start(&yaml(consul, ", wait: 30s, max_stale: 3s")).await;
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
+    let first = source(&weir).await["last_success"].as_f64().unwrap();
+    stays_fresh(&weir, &c, &["a"], 3.5).await;
+    let same = fake
+        .queries()
+        .iter()
+        .filter(|q| q.ends_with("index=100&wait=1s"))
+        .count();
+    assert!(same >= 3, "{:?}", fake.queries());
+    // The metric follows the contacts too.
+    let metric = sample(
+        &scrape(&weir).await,
+        "weir_discovery_last_success_timestamp_seconds",
+        &[("source", "consul[0]")],
+    )
+    .unwrap();
+    assert!(metric > first + 3.0, "{metric} vs {first}");
+
+    fake.set_mode(Mode::Error500);
+    let failed = unix_now();
+    let outage = serve_until_expired(&weir, &c, &["a"], failed, 6.0).await;
+    assert!(outage.saw_stale, "{outage:?}");
+    assert!(outage.served_for > 1.5, "{outage:?}");
+    let age = outage.expired_at - outage.last_contact;
+    assert!((2.9..4.0).contains(&age), "{outage:?}");
+}

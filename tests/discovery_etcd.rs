@@ -35,6 +35,8 @@ struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     dir: PathBuf,
+    /// Extra command-line flags.
+    flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -50,6 +52,10 @@ fn free_ports() -> (u16, u16) {
 
 impl EtcdServer {
     async fn start() -> EtcdServer {
+        EtcdServer::start_with(&[]).await
+    }
+
+    async fn start_with(flags: &[&str]) -> EtcdServer {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: install Debian's etcd-server (scripts/test.sh does)"
@@ -63,6 +69,7 @@ impl EtcdServer {
             client_port,
             peer_port,
             dir: tmp.path().join("data"),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
             _tmp: Some(tmp),
         };
         s.spawn().await;
@@ -91,6 +98,7 @@ impl EtcdServer {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -484,4 +492,55 @@ async fn without_watches_it_polls_at_poll_interval() {
     // One watch attempt per read at most: it keeps trying to get back to
     // watching, without spinning.
     assert!(gw.watches.load(Ordering::SeqCst) <= gw.ranges.load(Ordering::SeqCst) + 1);
+}
+
+/// A quiet watch is confirmed by probes, so it never expires; when etcd
+/// stops, the last set is served for `max_stale` counted from the last
+/// contact, not from the last change.
+#[tokio::test]
+async fn a_quiet_watch_stays_fresh_and_an_outage_keeps_the_set_for_max_stale() {
+    let a = echo_backend("a").await;
+    let mut etcd = EtcdServer::start().await;
+    etcd.put("/services/p/a", &a.addr.to_string()).await;
+    // A long poll interval: only the probes can confirm the quiet watch.
+    let weir = start(&yaml(
+        &etcd.url(),
+        ", poll_interval: 30s, timeout: 1s, max_stale: 3s",
+    ))
+    .await;
+    let addr = weir.listener_addr("main").unwrap();
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
+    // No change for longer than max_stale: still `ok`, contacts advance.
+    stays_fresh(&weir, &c, &["a"], 3.5).await;
+
+    etcd.kill();
+    let stopped = unix_now();
+    let outage = serve_until_expired(&weir, &c, &["a"], stopped, 6.0).await;
+    assert!(outage.saw_stale, "{outage:?}");
+    // The last contact was a probe at most ~1 s before the stop.
+    assert!(
+        outage.last_contact > stopped - 1.5,
+        "{outage:?} vs {stopped}"
+    );
+    assert!(outage.served_for > 1.5, "{outage:?}");
+    let age = outage.expired_at - outage.last_contact;
+    assert!((2.9..4.0).contains(&age), "{outage:?}");
+    let (p, _) = send(&c, get(addr, "x", "/")).await;
+    assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// The watch asks for progress notifications; each is a contact, so a
+/// server that sends them often keeps a quiet watch's `last_success`
+/// current without any probe (no `max_stale` here).
+#[tokio::test]
+async fn progress_notifications_count_as_contact() {
+    let a = echo_backend("a").await;
+    let etcd =
+        EtcdServer::start_with(&["--experimental-watch-progress-notify-interval=300ms"]).await;
+    etcd.put("/services/p/a", &a.addr.to_string()).await;
+    let weir = start(&yaml(&etcd.url(), ", poll_interval: 30s")).await;
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(5)).await;
+    stays_fresh(&weir, &c, &["a"], 1.0).await;
 }

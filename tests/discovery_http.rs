@@ -84,6 +84,15 @@ impl Registry {
 }
 
 fn yaml(static_eps: &[SocketAddr], registry: SocketAddr, extra: &str) -> String {
+    yaml_every(static_eps, registry, "100ms", extra)
+}
+
+fn yaml_every(
+    static_eps: &[SocketAddr],
+    registry: SocketAddr,
+    interval: &str,
+    extra: &str,
+) -> String {
     let eps: String = static_eps
         .iter()
         .map(|a| format!("      - address: \"{a}\"\n"))
@@ -98,7 +107,7 @@ fn yaml(static_eps: &[SocketAddr], registry: SocketAddr, extra: &str) -> String 
          admin: {{bind: \"127.0.0.1:0\"}}\n\
          access_log: {{enabled: false}}\n\
          routes: [{{pool: p}}]\n\
-         pools:\n  - name: p\n{endpoints}    discovery:\n      - http: {{url: \"http://{registry}/eps\", interval: 100ms{extra}}}\n"
+         pools:\n  - name: p\n{endpoints}    discovery:\n      - http: {{url: \"http://{registry}/eps\", interval: {interval}{extra}}}\n"
     )
 }
 
@@ -214,11 +223,10 @@ async fn a_failing_registry_keeps_the_last_good_set_until_max_stale() {
     assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("pool `p`"));
     // The registry recovers: endpoints come back at the driver's next try,
-    // which after several failures may be a jittered backoff of up to 30 s
-    // (`discovery::backoff`); usually it is a few seconds.
+    // a jittered backoff of at most max_stale.
     reg.fail.store(false, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(35), || snap().pools[0]
+        eventually(Duration::from_secs(3), || snap().pools[0]
             .backends()
             .backends()
             .len()
@@ -280,4 +288,21 @@ async fn static_and_discovered_endpoints_merge_and_removing_one_source_leaves_th
     assert_eq!(status["pools"][0]["sources"][0]["state"], "ok");
     assert_eq!(status["pools"][0]["sources"][0]["endpoints"], 0);
     assert_eq!(status["pools"][0]["endpoints"][0]["sources"][0], "static");
+}
+
+/// A `304 Not Modified` is a successful contact: with `max_stale` set the
+/// list is polled at least every third of it (here instead of every 30 s),
+/// and a list that never changes never goes stale.
+#[tokio::test]
+async fn not_modified_answers_keep_the_source_fresh() {
+    let a = echo_backend("a").await;
+    let reg = Registry::default();
+    reg.set(&[a.addr]);
+    let reg_addr = reg.serve().await;
+    let weir = start(&yaml_every(&[], reg_addr, "30s", ", max_stale: 3s")).await;
+    let c = client();
+    until_set(&weir, &[a.addr], Duration::from_secs(3)).await;
+    stays_fresh(&weir, &c, &["a"], 3.5).await;
+    assert!(reg.not_modified.load(Ordering::SeqCst) >= 3);
+    assert_eq!(reg.full.load(Ordering::SeqCst), 1);
 }

@@ -712,6 +712,11 @@ impl Validator<'_> {
                 RawSource::Http(h) => ("http", h.source_name.clone(), h.max_stale),
             };
             let ikey = format!("{skey}.{kind_name}");
+            if max_stale.is_some_and(|m| m.0 < Duration::from_secs(1)) {
+                // The registry is contacted every third of it: shorter
+                // would be a query storm, and one slow answer an expiry.
+                return Err(self.err(format!("{ikey}.max_stale"), "must be at least 1s"));
+            }
             let name = source_name.unwrap_or_else(|| format!("{kind_name}[{i}]"));
             if out.iter().any(|o| o.name == name) {
                 return Err(self.err(

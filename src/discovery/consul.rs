@@ -23,6 +23,14 @@
 //!
 //! The request timeout is `wait + wait/16 + 5s`.
 //!
+//! **Freshness**: every answer is a successful contact, a blocking query
+//! that returns with the same index (nothing changed during `wait`)
+//! included, and `max_stale` counts from the last one. With `max_stale`
+//! set, `wait` is lowered to [`super::contact_interval`] (a third of
+//! `max_stale`) so a quiet service is confirmed that often: a blocking
+//! query held for longer would leave nothing to count from when the agent
+//! fails in the middle of one.
+//!
 //! **Entries**: the address is `Service.Address`, or `Node.Address` when
 //! that is empty (Consul's own rule); the port `Service.Port`. The weight
 //! is `Service.Weights.Passing` (default 1), or `Weights.Warning` for an
@@ -40,7 +48,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{registry_get, Discovery, DiscoveryError, EndpointSet};
+use super::{registry_get, Discovery, DiscoveryError, EndpointSet, Update};
 use crate::config::ConsulConfig;
 
 /// Minimum time between two requests.
@@ -53,6 +61,8 @@ pub struct Consul {
     /// Last `X-Consul-Index`; 0 = no index yet (non-blocking read).
     index: u64,
     last_request: Option<Instant>,
+    /// Blocking queries return at least this often.
+    contact_every: Option<Duration>,
 }
 
 impl Consul {
@@ -62,7 +72,22 @@ impl Consul {
             config,
             index: 0,
             last_request: None,
+            contact_every: None,
         }
+    }
+
+    /// Lowers the blocking `wait` to `every`, so the agent is reached at
+    /// least that often.
+    pub fn contact_every(mut self, every: Option<Duration>) -> Self {
+        self.contact_every = every;
+        self
+    }
+
+    /// The blocking-query wait: the configured one, or less (see
+    /// [`Consul::contact_every`]).
+    pub fn wait(&self) -> Duration {
+        let wait = self.config.wait;
+        self.contact_every.map_or(wait, |every| wait.min(every))
     }
 
     /// The request URL for the current index.
@@ -84,7 +109,7 @@ impl Consul {
         }
         if self.index > 0 {
             params.push(format!("index={}", self.index));
-            params.push(format!("wait={}", format_wait(self.config.wait)));
+            params.push(format!("wait={}", format_wait(self.wait())));
         }
         if !params.is_empty() {
             url.push('?');
@@ -107,13 +132,13 @@ impl Consul {
     /// Request timeout: the wait, Consul's jitter of up to wait/16, and
     /// 5 s for the exchange itself.
     fn timeout(&self) -> Duration {
-        let wait = self.config.wait;
+        let wait = self.wait();
         wait + wait / 16 + Duration::from_secs(5)
     }
 }
 
 impl Discovery for Consul {
-    async fn next(&mut self) -> Result<EndpointSet, DiscoveryError> {
+    async fn next(&mut self) -> Result<Update, DiscoveryError> {
         if let Some(last) = self.last_request {
             tokio::time::sleep_until(last + MIN_REQUEST_GAP).await;
         }
@@ -151,7 +176,7 @@ impl Discovery for Consul {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         self.index = next_index(self.index, index);
-        Ok(set)
+        Ok(Update::Set(set))
     }
 }
 
@@ -373,6 +398,19 @@ mod tests {
         c.config.datacenter = None;
         assert!(c.url().ends_with("web%20api?index=42&wait=1500ms"));
         assert_eq!(c.headers().unwrap()[0].1, "secret");
+    }
+
+    #[test]
+    fn max_stale_lowers_the_blocking_wait() {
+        // max_stale 10s: blocking queries return at least every 3.333 s.
+        let every = crate::discovery::contact_interval(Some(Duration::from_secs(10)));
+        let mut c = Consul::new(config()).contact_every(every);
+        c.index = 7;
+        assert!(c.url().ends_with("&index=7&wait=3333ms"), "{}", c.url());
+        assert!(c.timeout() < Duration::from_secs(9), "{:?}", c.timeout());
+        // A shorter configured wait stays.
+        c.config.wait = Duration::from_secs(2);
+        assert!(c.url().ends_with("&wait=2s"), "{}", c.url());
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //! previous answer arrived: `min_interval` keeps a TTL of 0 or 1 from
 //! turning into a query storm, `max_interval` makes weir notice changes
 //! within a bound even under day-long TTLs. A negative answer is re-asked
-//! after its negative TTL (from the SOA), clamped the same way. After an
-//! error the generic driver backs off and the next refresh asks at once.
+//! after its negative TTL (from the SOA), clamped the same way. With
+//! `max_stale` set, refreshes are also at most [`super::contact_interval`]
+//! apart: an unchanged answer is a successful contact, and `max_stale`
+//! counts from the last one. After an error the generic driver backs off
+//! and the next refresh asks at once.
 //!
 //! **Answers.** For A and AAAA, every address becomes an endpoint on the
 //! configured `port`, weight 1, priority 0. For SRV, every record's target
@@ -60,7 +63,7 @@ use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use tokio::time::Instant;
 
-use super::{Discovery, DiscoveryError, EndpointSet};
+use super::{Discovery, DiscoveryError, EndpointSet, Update};
 use crate::config::{DnsConfig, DnsRecord};
 
 /// Tries per query: one retry absorbs a lost UDP packet without making an
@@ -75,6 +78,8 @@ pub struct Dns {
     resolver: Option<TokioResolver>,
     /// When the current answer expires; `None` means "ask at once".
     next_at: Option<Instant>,
+    /// Ask at least this often (see [`super::contact_interval`]).
+    contact_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -99,7 +104,14 @@ impl Dns {
             config,
             resolver: None,
             next_at: None,
+            contact_every: None,
         }
+    }
+
+    /// Re-resolves at least every `every`, whatever the TTL says.
+    pub fn contact_every(mut self, every: Option<Duration>) -> Self {
+        self.contact_every = every;
+        self
     }
 
     fn resolver(&mut self) -> Result<&TokioResolver, DiscoveryError> {
@@ -154,7 +166,7 @@ impl Dns {
 }
 
 impl Discovery for Dns {
-    async fn next(&mut self) -> Result<EndpointSet, DiscoveryError> {
+    async fn next(&mut self) -> Result<Update, DiscoveryError> {
         if let Some(at) = self.next_at.take() {
             tokio::time::sleep_until(at).await;
         }
@@ -164,8 +176,9 @@ impl Discovery for Dns {
             self.config.min_interval,
             self.config.max_interval,
         );
+        let wait = self.contact_every.map_or(wait, |every| wait.min(every));
         self.next_at = Some(Instant::now() + wait);
-        Ok(answer.set)
+        Ok(Update::Set(answer.set))
     }
 }
 

@@ -32,6 +32,23 @@
 //!    `poll_interval`, still trying one watch after each read, and returns
 //!    to watching as soon as one is confirmed.
 //!
+//! **Freshness** (`max_stale` counts from the last successful contact, see
+//! [`super`]): a range read, and every watch message (events, the
+//! `created` confirmation, progress notifications, which the watch asks
+//! for with `progress_notify`) is a contact. A quiet watch sends nothing,
+//! and etcd's progress notifications come only every 10 minutes by default
+//! (`--experimental-watch-progress-notify-interval`), so with `max_stale`
+//! set the source also **probes** the watch's member after
+//! [`super::contact_interval`] (a third of `max_stale`) without contact: a
+//! linearizable `count_only` range read of the prefix, which needs the
+//! member to be up and the cluster to have a leader, and costs etcd no
+//! key transfer. A probe that answers is a contact that confirms the set
+//! ([`Update::Unchanged`]); one that fails ends the watch and the cycle
+//! restarts at 1 (failing over to another member if there is one, and
+//! reporting an error if none answers). A stopped etcd closes the watch
+//! connection, which is noticed at once. In polling mode, range reads are
+//! at most the contact interval apart too.
+//!
 //! **Several endpoints**: every range read tries the client URLs in order,
 //! starting from the one that last worked, and remembers the first that
 //! answers; the watch uses that one.
@@ -53,7 +70,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{parse_entry, registry_request, Discovery, DiscoveryError, EndpointSet};
+use super::{parse_entry, registry_request, Discovery, DiscoveryError, EndpointSet, Update};
 use crate::config::EtcdConfig;
 
 /// Valid endpoint entries by key.
@@ -87,6 +104,10 @@ pub struct Etcd {
     last_range_at: Option<Instant>,
     /// The next range read follows a watch that ended (rate-limited).
     resync: bool,
+    /// Probe a quiet watch's member after this long without contact.
+    contact_every: Option<Duration>,
+    /// The last time etcd answered (a read, a watch message, a probe).
+    contact_at: Option<Instant>,
 }
 
 impl Etcd {
@@ -106,7 +127,27 @@ impl Etcd {
             watch_failures: 0,
             last_range_at: None,
             resync: false,
+            contact_every: None,
+            contact_at: None,
         }
+    }
+
+    /// Makes contact at least every `every` while the watch is quiet (by
+    /// probing the member), and polls at least that often without a watch.
+    pub fn contact_every(mut self, every: Option<Duration>) -> Self {
+        self.contact_every = every;
+        self
+    }
+
+    /// Time between range reads in polling mode.
+    fn poll_gap(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        self.contact_every.map_or(poll, |every| poll.min(every))
+    }
+
+    /// When the quiet watch's member is probed next, if ever.
+    fn probe_at(&self) -> Option<Instant> {
+        Some(self.contact_at? + self.contact_every?)
     }
 
     fn base(&self, idx: usize) -> &str {
@@ -166,11 +207,34 @@ impl Etcd {
 
     /// A range read on member `idx`: the key map and the store revision.
     async fn range_at(&mut self, idx: usize) -> Result<(Entries, i64), DiscoveryError> {
-        let url = format!("{}/v3/kv/range", self.base(idx));
-        let body = Bytes::from(
-            json!({"key": B64.encode(&self.key), "range_end": B64.encode(&self.range_end)})
-                .to_string(),
-        );
+        let body = json!({"key": B64.encode(&self.key), "range_end": B64.encode(&self.range_end)});
+        let (url, answer) = self.post(idx, "/v3/kv/range", &body).await?;
+        parse_range(&answer).map_err(|e| DiscoveryError::BadAnswer(format!("{url}: {e}")))
+    }
+
+    /// A cheap linearizable read on the watch's member (the number of keys
+    /// under the prefix): it answers only while the member is up and the
+    /// cluster has a leader.
+    async fn probe(&mut self) -> Result<(), DiscoveryError> {
+        let idx = self.active;
+        let body = json!({"key": B64.encode(&self.key), "range_end": B64.encode(&self.range_end),
+                          "count_only": true});
+        let (url, answer) = self.post(idx, "/v3/kv/range", &body).await?;
+        parse_probe(&answer).map_err(|e| DiscoveryError::BadAnswer(format!("{url}: {e}")))?;
+        self.contact_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// POSTs `body` to `path` on member `idx`, authenticating as needed;
+    /// the URL and the body of a successful answer.
+    async fn post(
+        &mut self,
+        idx: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<(String, Bytes), DiscoveryError> {
+        let url = format!("{}{path}", self.base(idx));
+        let body = Bytes::from(body.to_string());
         let mut retried = false;
         loop {
             let headers = self.auth_headers(idx).await?;
@@ -190,8 +254,7 @@ impl Etcd {
                     snippet(&res.body)
                 )));
             }
-            return parse_range(&res.body)
-                .map_err(|e| DiscoveryError::BadAnswer(format!("{url}: {e}")));
+            return Ok((url, res.body));
         }
     }
 
@@ -214,6 +277,7 @@ impl Etcd {
                     self.active = idx;
                     self.entries = entries;
                     self.revision = Some(revision);
+                    self.contact_at = Some(Instant::now());
                     return Ok(self.current_set());
                 }
                 Err(e) => {
@@ -233,6 +297,7 @@ impl Etcd {
             "key": B64.encode(&self.key),
             "range_end": B64.encode(&self.range_end),
             "start_revision": start.to_string(),
+            "progress_notify": true,
         }})
         .to_string();
         let headers = self.auth_headers(idx).await?;
@@ -252,99 +317,144 @@ impl Etcd {
         watch
     }
 
-    /// Reads watch messages until a batch of events changes the map
-    /// (returns the new set) or the watch must be abandoned (returns
-    /// `None`).
-    async fn follow(&mut self) -> Option<EndpointSet> {
-        loop {
-            let watch = self.watch.as_mut()?;
-            let msg =
-                match tokio::time::timeout(self.config.poll_interval, watch.next_message()).await {
-                    Err(_) => {
-                        tracing::debug!("etcd watch silent for poll_interval; re-reading");
-                        return None;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "etcd watch ended");
-                        if !watch.created {
-                            self.watch_failures = self.watch_failures.saturating_add(1);
-                        }
-                        return None;
-                    }
-                    Ok(Ok(v)) => v,
-                };
-            match parse_watch_message(&msg) {
-                WatchMessage::Created => {
-                    watch.created = true;
-                    if self.polling() {
-                        tracing::info!("etcd watch established; leaving polling mode");
-                    }
-                    self.watch_failures = 0;
+    /// Waits for the next watch message, or for the moment to probe the
+    /// member or to give up on a silent watch.
+    async fn follow(&mut self) -> Followed {
+        let probe_at = self.probe_at();
+        let Some(watch) = self.watch.as_mut() else {
+            return Followed::Ended;
+        };
+        let resync_at = watch.last_message + self.config.poll_interval;
+        let until = probe_at.map_or(resync_at, |p| p.min(resync_at));
+        let msg = match tokio::time::timeout_at(until, watch.next_message()).await {
+            Err(_) if Instant::now() >= resync_at => {
+                tracing::debug!("etcd watch silent for poll_interval; re-reading");
+                return Followed::Ended;
+            }
+            Err(_) => return Followed::ProbeDue,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "etcd watch ended");
+                if !watch.created {
+                    self.watch_failures = self.watch_failures.saturating_add(1);
                 }
-                WatchMessage::Progress => {}
-                WatchMessage::Events(events) => {
-                    watch.created = true;
-                    self.watch_failures = 0;
-                    apply_events(&mut self.entries, &events);
-                    return Some(self.current_set());
+                return Followed::Ended;
+            }
+            Ok(Ok(v)) => v,
+        };
+        let now = Instant::now();
+        watch.last_message = now;
+        match parse_watch_message(&msg) {
+            WatchMessage::Created => {
+                watch.created = true;
+                if self.polling() {
+                    tracing::info!("etcd watch established; leaving polling mode");
                 }
-                WatchMessage::Broken {
-                    reason,
-                    unauthenticated,
-                } => {
-                    tracing::debug!(%reason, "etcd watch ended by the server");
-                    if unauthenticated {
-                        self.token = None;
-                    }
-                    if !watch.created {
-                        self.watch_failures = self.watch_failures.saturating_add(1);
-                    }
-                    return None;
+                self.watch_failures = 0;
+                self.contact_at = Some(now);
+                Followed::Contact
+            }
+            WatchMessage::Progress => {
+                self.contact_at = Some(now);
+                Followed::Contact
+            }
+            WatchMessage::Events(events) => {
+                watch.created = true;
+                self.watch_failures = 0;
+                self.contact_at = Some(now);
+                apply_events(&mut self.entries, &events);
+                Followed::Set(self.current_set())
+            }
+            WatchMessage::Broken {
+                reason,
+                unauthenticated,
+            } => {
+                tracing::debug!(%reason, "etcd watch ended by the server");
+                if unauthenticated {
+                    self.token = None;
                 }
+                if !watch.created {
+                    self.watch_failures = self.watch_failures.saturating_add(1);
+                }
+                Followed::Ended
             }
         }
     }
+
+    /// Opens a watch from the read's revision; on failure, arranges for
+    /// the next read.
+    async fn ensure_watch(&mut self, revision: i64) -> bool {
+        if self.watch.is_some() {
+            return true;
+        }
+        match self.open_watch(revision.saturating_add(1)).await {
+            Ok(w) => {
+                self.watch = Some(w);
+                true
+            }
+            Err(e) => {
+                self.watch_failures = self.watch_failures.saturating_add(1);
+                if self.watch_failures == WATCH_FAILURES_BEFORE_POLLING {
+                    tracing::warn!(error = %e, poll_interval = ?self.poll_gap(),
+                        "etcd watch keeps failing; polling with range reads instead");
+                } else {
+                    tracing::debug!(error = %e, "etcd watch failed");
+                }
+                false
+            }
+        }
+    }
+
+    /// A range read, spaced after a watch ended (rate-limited) and by the
+    /// poll gap once watching has failed.
+    async fn read(&mut self) -> Result<Update, DiscoveryError> {
+        let gap = if self.polling() {
+            Some(self.poll_gap())
+        } else if self.resync {
+            Some(MIN_RESYNC_GAP.min(self.config.poll_interval))
+        } else {
+            None
+        };
+        if let (Some(gap), Some(last)) = (gap, self.last_range_at) {
+            tokio::time::sleep_until(last + gap).await;
+        }
+        self.last_range_at = Some(Instant::now());
+        self.resync = false;
+        self.range().await.map(Update::Set)
+    }
+}
+
+/// What following the watch brought.
+#[derive(Debug)]
+enum Followed {
+    /// Events changed the key map: the new set.
+    Set(EndpointSet),
+    /// A message without events (the `created` confirmation, a progress
+    /// notification): etcd answered, nothing changed.
+    Contact,
+    /// No contact for the contact interval: time to probe the member.
+    ProbeDue,
+    /// The watch is over, or silent for `poll_interval`: read again.
+    Ended,
 }
 
 impl Discovery for Etcd {
-    async fn next(&mut self) -> Result<EndpointSet, DiscoveryError> {
+    async fn next(&mut self) -> Result<Update, DiscoveryError> {
         loop {
             let Some(revision) = self.revision else {
-                // Rate-limit reads that follow a watch ending, and space
-                // reads by poll_interval once watching has failed.
-                let gap = if self.polling() {
-                    Some(self.config.poll_interval)
-                } else if self.resync {
-                    Some(MIN_RESYNC_GAP.min(self.config.poll_interval))
-                } else {
-                    None
-                };
-                if let (Some(gap), Some(last)) = (gap, self.last_range_at) {
-                    tokio::time::sleep_until(last + gap).await;
-                }
-                self.last_range_at = Some(Instant::now());
-                self.resync = false;
-                return self.range().await;
+                return self.read().await;
             };
-            if self.watch.is_none() {
-                match self.open_watch(revision.saturating_add(1)).await {
-                    Ok(w) => self.watch = Some(w),
-                    Err(e) => {
-                        self.watch_failures = self.watch_failures.saturating_add(1);
-                        if self.watch_failures == WATCH_FAILURES_BEFORE_POLLING {
-                            tracing::warn!(error = %e, poll_interval = ?self.config.poll_interval,
-                                "etcd watch keeps failing; polling with range reads instead");
-                        } else {
-                            tracing::debug!(error = %e, "etcd watch failed");
+            if self.ensure_watch(revision).await {
+                match self.follow().await {
+                    Followed::Set(set) => return Ok(Update::Set(set)),
+                    Followed::Contact => return Ok(Update::Unchanged),
+                    Followed::ProbeDue => match self.probe().await {
+                        Ok(()) => return Ok(Update::Unchanged),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "etcd probe failed; reading again");
                         }
-                        self.revision = None;
-                        self.resync = true;
-                        continue;
-                    }
+                    },
+                    Followed::Ended => {}
                 }
-            }
-            if let Some(set) = self.follow().await {
-                return Ok(set);
             }
             self.watch = None;
             self.revision = None;
@@ -361,6 +471,8 @@ struct Watch {
     conn: tokio::task::JoinHandle<()>,
     /// etcd confirmed the watch (or sent events on it).
     created: bool,
+    /// When the last message arrived (or the watch was opened).
+    last_message: Instant,
 }
 
 impl Drop for Watch {
@@ -423,6 +535,7 @@ impl Watch {
                 buf: Vec::new(),
                 conn,
                 created: false,
+                last_message: Instant::now(),
             };
             if !parts.status.is_success() {
                 *unauthorized = parts.status == StatusCode::UNAUTHORIZED;
@@ -592,6 +705,17 @@ pub fn parse_range(body: &[u8]) -> Result<(Entries, i64), String> {
         }
     }
     Ok((entries, revision))
+}
+
+/// Checks a `count_only` range answer (a probe): JSON with a header
+/// revision and no error. Returns the revision.
+pub fn parse_probe(body: &[u8]) -> Result<i64, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("error: {err}"));
+    }
+    json_i64(v.get("header").and_then(|h| h.get("revision")))
+        .ok_or_else(|| "no header.revision in probe answer".to_owned())
 }
 
 /// One watch event.
@@ -795,6 +919,16 @@ mod tests {
         assert!(parse_range(b"<html>").is_err());
         assert!(parse_range(br#"{"kvs": []}"#).is_err());
         assert!(parse_range(br#"{"error":"x","code":16}"#).is_err());
+    }
+
+    #[test]
+    fn probe_answers_parse() {
+        let ok = br#"{"header":{"cluster_id":"1","member_id":"2","revision":"42","raft_term":"3"},"count":"2"}"#;
+        assert_eq!(parse_probe(ok), Ok(42));
+        assert_eq!(parse_probe(br#"{"header":{"revision":"7"}}"#), Ok(7));
+        assert!(parse_probe(br#"{"error":"etcdserver: request timed out","code":14}"#).is_err());
+        assert!(parse_probe(b"<html>").is_err());
+        assert!(parse_probe(br#"{"count":"2"}"#).is_err());
     }
 
     #[test]

@@ -7,22 +7,28 @@
 //! `{"address": "ip:port", "weight": N}` (weight optional, default 1).
 //! A malformed entry is skipped with a warning; a body that is not one of
 //! those shapes is an error (the last good set is kept).
+//!
+//! A `304 Not Modified` is a successful contact that confirms the last set
+//! ([`Update::Unchanged`]). With `max_stale` set, the URL is polled at
+//! least every [`super::contact_interval`], even if `interval` is longer.
 
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::{parse_entry, registry_get, Discovery, DiscoveryError, EndpointSet};
+use super::{parse_entry, registry_get, Discovery, DiscoveryError, EndpointSet, Update};
 use crate::config::HttpSourceConfig;
 
 /// Polls one URL.
 #[derive(Debug)]
 pub struct HttpSource {
     config: HttpSourceConfig,
+    /// The `ETag` of the last full answer, which this source returned.
     etag: Option<HeaderValue>,
-    last: Option<EndpointSet>,
     next_at: Option<Instant>,
+    /// Poll at least this often (see [`super::contact_interval`]).
+    contact_every: Option<Duration>,
 }
 
 impl HttpSource {
@@ -31,21 +37,31 @@ impl HttpSource {
         HttpSource {
             config,
             etag: None,
-            last: None,
             next_at: None,
+            contact_every: None,
         }
     }
 
-    async fn fetch(&mut self) -> Result<EndpointSet, DiscoveryError> {
+    /// Polls at least every `every`, whatever `interval` says.
+    pub fn contact_every(mut self, every: Option<Duration>) -> Self {
+        self.contact_every = every;
+        self
+    }
+
+    /// Time between two polls.
+    pub fn interval(&self) -> Duration {
+        let i = self.config.interval;
+        self.contact_every.map_or(i, |every| i.min(every))
+    }
+
+    async fn fetch(&mut self) -> Result<Update, DiscoveryError> {
         let mut headers = Vec::new();
-        if let (Some(etag), Some(_)) = (&self.etag, &self.last) {
+        if let Some(etag) = &self.etag {
             headers.push((http::header::IF_NONE_MATCH, etag.clone()));
         }
         let res = registry_get(&self.config.url, &headers, self.config.timeout).await?;
-        if res.status == StatusCode::NOT_MODIFIED {
-            if let Some(last) = &self.last {
-                return Ok(last.clone());
-            }
+        if res.status == StatusCode::NOT_MODIFIED && self.etag.is_some() {
+            return Ok(Update::Unchanged);
         }
         if !res.status.is_success() {
             return Err(DiscoveryError::BadAnswer(format!(
@@ -55,17 +71,16 @@ impl HttpSource {
         }
         let set = parse_list(&res.body)?;
         self.etag = res.headers.get(http::header::ETAG).cloned();
-        self.last = Some(set.clone());
-        Ok(set)
+        Ok(Update::Set(set))
     }
 }
 
 impl Discovery for HttpSource {
-    async fn next(&mut self) -> Result<EndpointSet, DiscoveryError> {
+    async fn next(&mut self) -> Result<Update, DiscoveryError> {
         if let Some(at) = self.next_at {
             tokio::time::sleep_until(at).await;
         }
-        self.next_at = Some(Instant::now() + self.config.interval);
+        self.next_at = Some(Instant::now() + self.interval());
         self.fetch().await
     }
 }

@@ -3,12 +3,21 @@
 //!
 //! Every source yields the **full** endpoint set on each refresh (as
 //! polling registries answer, and as pingora's `discover()` and linkerd's
-//! DNS resolver do); the pool does the diff. One generic driver,
-//! [`drive`], runs every source and handles what they all need:
-//! cancellation at every wait, exponential backoff with jitter on errors,
-//! skipping unchanged sets, keeping the last good set while the registry is
-//! unreachable (for at most `max_stale`, if set), logging once per state
-//! change, and metrics.
+//! DNS resolver do), or [`Update::Unchanged`] when the registry confirmed
+//! that nothing changed without sending the set again; the pool does the
+//! diff. One generic driver, [`drive`] (in `driver.rs`), runs every source
+//! and handles what they all need: cancellation at every wait, exponential
+//! backoff with jitter on errors, skipping unchanged sets, keeping the last
+//! good set while the registry is unreachable (for at most `max_stale`, if
+//! set, counted from the **last successful contact** with the registry, not
+//! from the last change), logging once per state change, and metrics.
+//!
+//! **Contact cadence**: with `max_stale` set, every source reaches its
+//! registry at least every [`contact_interval`] (a third of `max_stale`)
+//! while healthy, so a quiet registry is confirmed long before the set
+//! could expire: DNS re-resolves and the `http` source polls at least that
+//! often, Consul's blocking `wait` is lowered to it, and a quiet etcd watch
+//! is checked with a cheap probe of the member that often.
 //!
 //! **Merging** (in [`crate::upstream::Pool`]): the pool's endpoints are the
 //! union, keyed by address, of its static `endpoints:` and every source's
@@ -28,13 +37,16 @@
 
 pub mod consul;
 pub mod dns;
+mod driver;
 pub mod etcd;
 pub mod http;
+
+pub use driver::{contact_interval, drive};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -53,12 +65,25 @@ pub enum DiscoveryError {
     BadAnswer(String),
 }
 
+/// What one successful contact with a registry brought.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// The complete current set (possibly the same as before).
+    Set(EndpointSet),
+    /// The registry answered and confirmed that the last set this source
+    /// returned is still current (an HTTP `304`; an etcd watch that is
+    /// quiet while its member answers).
+    Unchanged,
+}
+
 /// A source of endpoint sets.
 pub trait Discovery: Send + 'static {
-    /// Waits for and returns the next complete endpoint set. The source owns
-    /// its cadence (DNS TTL, etcd watch, Consul blocking index, HTTP
-    /// interval); the first call returns as soon as it can.
-    fn next(&mut self) -> impl Future<Output = Result<EndpointSet, DiscoveryError>> + Send;
+    /// Waits for the next contact with the registry and returns what it
+    /// brought. The source owns its cadence (DNS TTL, etcd watch, Consul
+    /// blocking index, HTTP interval), within [`contact_interval`] when
+    /// `max_stale` is set; the first call returns as soon as it can, with a
+    /// set.
+    fn next(&mut self) -> impl Future<Output = Result<Update, DiscoveryError>> + Send;
 }
 
 /// A registry's HTTP answer.
@@ -207,107 +232,6 @@ pub(crate) fn parse_entry(v: &serde_json::Value) -> Result<(SocketAddr, u32), St
     Ok((addr, weight))
 }
 
-/// Backoff after a failed refresh: exponential from 500 ms to 30 s, with
-/// full jitter so a fleet of weirs does not hammer a recovering registry in
-/// step.
-fn backoff(errors: u32) -> Duration {
-    let ceiling = Duration::from_millis(500)
-        .saturating_mul(1 << errors.saturating_sub(1).min(6))
-        .min(Duration::from_secs(30));
-    Duration::from_millis(100).max(ceiling.mul_f64(fastrand::f64()))
-}
-
-/// Runs one source for one pool until `cancel`.
-pub async fn drive<D: Discovery>(
-    mut source: D,
-    pool: Arc<Pool>,
-    index: usize,
-    config: DiscoveryConfig,
-    cancel: CancellationToken,
-) {
-    let name = config.name.clone();
-    let metrics = pool.metrics().discovery(&name);
-    let mut last_good: Option<(EndpointSet, tokio::time::Instant)> = None;
-    let mut errors: u32 = 0;
-    loop {
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = source.next() => r,
-        };
-        match result {
-            Ok(set) => {
-                if errors > 0 {
-                    tracing::info!(pool = %pool.name(), source = %name, endpoints = set.len(), "discovery source recovered");
-                }
-                errors = 0;
-                metrics.refresh(true);
-                let changed = last_good.as_ref().is_none_or(|(s, _)| *s != set);
-                if changed {
-                    tracing::info!(pool = %pool.name(), source = %name, endpoints = set.len(), "discovery update");
-                    pool.update_source(index, Some(&set));
-                }
-                metrics.endpoints(set.len());
-                pool.source_status(index, |st| {
-                    st.state = "ok";
-                    st.endpoints = set.len();
-                    st.last_success = Some(SystemTime::now());
-                    st.last_error = None;
-                    st.consecutive_errors = 0;
-                });
-                last_good = Some((set, tokio::time::Instant::now()));
-            }
-            Err(e) => {
-                errors = errors.saturating_add(1);
-                metrics.refresh(false);
-                if errors == 1 {
-                    tracing::warn!(pool = %pool.name(), source = %name, error = %e,
-                        "discovery refresh failed; keeping the last good endpoints");
-                }
-                let expired = match (&last_good, config.max_stale) {
-                    (Some((_, at)), Some(max)) => at.elapsed() > max,
-                    _ => false,
-                };
-                if expired {
-                    tracing::warn!(pool = %pool.name(), source = %name, max_stale = ?config.max_stale,
-                        "discovery source stale for longer than max_stale; dropping its endpoints");
-                    pool.update_source(index, None);
-                    last_good = None;
-                    metrics.endpoints(0);
-                }
-                let state = if expired
-                    || (last_good.is_none() && config.max_stale.is_some() && errors > 1)
-                {
-                    "expired"
-                } else if last_good.is_some() {
-                    "stale"
-                } else {
-                    "pending"
-                };
-                pool.source_status(index, |st| {
-                    st.state = state;
-                    if expired {
-                        st.endpoints = 0;
-                    }
-                    st.last_error = Some(e.to_string());
-                    st.consecutive_errors = errors;
-                });
-                // Never sleep past the moment the last good set goes stale,
-                // so `max_stale` is honoured to within one refresh rather
-                // than one (possibly 30 s) backoff.
-                let mut wait = backoff(errors);
-                if let (Some((_, at)), Some(max)) = (&last_good, config.max_stale) {
-                    let until_stale = max.saturating_sub(at.elapsed());
-                    wait = wait.min(until_stale + Duration::from_millis(10));
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
-}
-
 /// Starts the driver of source `index` of `pool` on `tasks`.
 pub fn spawn(
     pool: &Arc<Pool>,
@@ -318,30 +242,23 @@ pub fn spawn(
 ) {
     let pool = Arc::clone(pool);
     let c = config.clone();
+    let every = contact_interval(config.max_stale);
     match &config.kind {
         SourceKind::Dns(d) => {
-            tasks.spawn(drive(dns::Dns::new(d.clone()), pool, index, c, cancel));
+            let source = dns::Dns::new(d.clone()).contact_every(every);
+            tasks.spawn(drive(source, pool, index, c, cancel));
         }
         SourceKind::Etcd(e) => {
-            tasks.spawn(drive(etcd::Etcd::new(e.clone()), pool, index, c, cancel));
+            let source = etcd::Etcd::new(e.clone()).contact_every(every);
+            tasks.spawn(drive(source, pool, index, c, cancel));
         }
         SourceKind::Consul(k) => {
-            tasks.spawn(drive(
-                consul::Consul::new(k.clone()),
-                pool,
-                index,
-                c,
-                cancel,
-            ));
+            let source = consul::Consul::new(k.clone()).contact_every(every);
+            tasks.spawn(drive(source, pool, index, c, cancel));
         }
         SourceKind::Http(h) => {
-            tasks.spawn(drive(
-                http::HttpSource::new(h.clone()),
-                pool,
-                index,
-                c,
-                cancel,
-            ));
+            let source = http::HttpSource::new(h.clone()).contact_every(every);
+            tasks.spawn(drive(source, pool, index, c, cancel));
         }
     }
 }

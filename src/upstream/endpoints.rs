@@ -53,13 +53,14 @@ impl EndpointSet {
 pub struct SourceStatus {
     /// The source's name (`dns[0]`, or its configured name).
     pub name: String,
-    /// `ok`, `stale` (errors, last good set kept), `expired` (errors for
-    /// longer than `max_stale`; contribution dropped) or `pending` (no
-    /// answer yet).
+    /// `ok`, `stale` (the last contact failed; last good set kept),
+    /// `expired` (no successful contact for longer than `max_stale`;
+    /// contribution dropped) or `pending` (no answer yet).
     pub state: &'static str,
     /// Endpoints it contributes now.
     pub endpoints: usize,
-    /// Last successful refresh.
+    /// Last successful contact with the registry (a changed or unchanged
+    /// answer); `max_stale` counts from it.
     pub last_success: Option<SystemTime>,
     /// Last error, if the latest refresh failed.
     pub last_error: Option<String>,

@@ -320,6 +320,15 @@ impl Pool {
         }
     }
 
+    /// The set discovery source `index` contributes now, if any (after a
+    /// reload, the one carried over from the pool's earlier incarnation).
+    pub fn source_set(&self, index: usize) -> Option<EndpointSet> {
+        self.discovery
+            .lock()
+            .ok()
+            .and_then(|s| s.sets.get(index).cloned().flatten())
+    }
+
     /// Status of every discovery source, for `/status`.
     pub fn sources(&self) -> Vec<SourceStatus> {
         self.discovery

@@ -289,3 +289,85 @@ pub async fn measure(client: &HttpClient, addr: SocketAddr, n: usize) -> Vec<Dur
     }
     out
 }
+
+/// Unix time now, in seconds (as `/status` shows times).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `/status` of the first pool's first discovery source.
+pub async fn first_source(weir: &weir::Weir) -> serde_json::Value {
+    let (_, status) = admin_get(weir, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status["pools"][0]["sources"][0].clone()
+}
+
+/// Polls until the first source's `last_success` (its last contact with
+/// the registry) is more than `secs` past what it is now, asserting
+/// meanwhile that the source stays `ok` and that `want` serve requests.
+pub async fn stays_fresh(weir: &weir::Weir, c: &HttpClient, want: &[&str], secs: f64) {
+    let addr = weir.listener_addr("main").unwrap();
+    let first = first_source(weir).await["last_success"].as_f64().unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs + 4.5);
+    loop {
+        let s = first_source(weir).await;
+        assert_eq!(s["state"], "ok", "{s}");
+        assert_eq!(backends_hit(c, addr, 1).await, names(want));
+        if s["last_success"].as_f64().unwrap() > first + secs {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no contact since {first}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How a registry outage looked from outside, in Unix seconds.
+#[derive(Debug)]
+pub struct Outage {
+    /// The last request served, counted from the start of the outage.
+    pub served_for: f64,
+    /// The source showed `stale` before `expired`.
+    pub saw_stale: bool,
+    /// When the source was first seen `expired`.
+    pub expired_at: f64,
+    /// Its `last_success` then: the last contact with the registry.
+    pub last_contact: f64,
+}
+
+/// From `start` (when the registry failed), sends a request every 50 ms
+/// until the first source shows `expired`, asserting that every request
+/// before that is served by `want`. Panics after `deadline` seconds.
+pub async fn serve_until_expired(
+    weir: &weir::Weir,
+    c: &HttpClient,
+    want: &[&str],
+    start: f64,
+    deadline: f64,
+) -> Outage {
+    let addr = weir.listener_addr("main").unwrap();
+    let mut saw_stale = false;
+    let mut served_for = 0.0;
+    loop {
+        let now = unix_now();
+        let s = first_source(weir).await;
+        if s["state"] == "expired" {
+            return Outage {
+                served_for,
+                saw_stale,
+                expired_at: now,
+                last_contact: s["last_success"].as_f64().unwrap(),
+            };
+        }
+        saw_stale |= s["state"] == "stale";
+        assert_eq!(backends_hit(c, addr, 1).await, names(want), "{s}");
+        served_for = now - start;
+        assert!(served_for < deadline, "did not expire: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
