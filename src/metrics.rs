@@ -31,6 +31,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use crate::health::passive::EjectionReason;
+use crate::retry::RetryReason;
+
 /// Latency buckets from 100 µs to 30 s: sub-millisecond for loopback and
 /// cache hits, up to the slowest sane upstream.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,11 +46,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
 ];
-/// Why a request was retried.
-pub const RETRY_REASONS: [&str; 3] = ["not_sent", "reset", "status"];
-/// The failure that triggered a passive ejection.
-pub const EJECTION_REASONS: [&str; 4] = ["connect_error", "reset", "timeout", "status"];
-
 /// Status classes; upstream attempts that got no response count as `error`.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
@@ -178,8 +176,8 @@ impl Families {
                 let _ = self.sent_bytes.remove_label_values(&[pool]);
                 let _ = self.no_endpoint.remove_label_values(&[pool]);
                 let _ = self.limit_rejected.remove_label_values(&[pool]);
-                for reason in RETRY_REASONS {
-                    let _ = self.retries.remove_label_values(&[pool, reason]);
+                for reason in RetryReason::ALL {
+                    let _ = self.retries.remove_label_values(&[pool, reason.as_str()]);
                 }
                 let _ = self.budget_exhausted.remove_label_values(&[pool]);
                 let _ = self.probe_duration.remove_label_values(&[pool]);
@@ -211,8 +209,10 @@ impl Families {
                     .remove_label_values(&[pool, ep]);
                 let _ = self.upstream_response.remove_label_values(&[pool, ep]);
                 let _ = self.picks.remove_label_values(&[pool, ep]);
-                for reason in EJECTION_REASONS {
-                    let _ = self.ejections.remove_label_values(&[pool, ep, reason]);
+                for reason in EjectionReason::ALL {
+                    let _ = self
+                        .ejections
+                        .remove_label_values(&[pool, ep, reason.as_str()]);
                 }
                 for to in ["healthy", "unhealthy"] {
                     let _ = self.health_transitions.remove_label_values(&[pool, ep, to]);
@@ -267,8 +267,9 @@ pub struct PoolMetrics {
     /// Requests answered 503 because the pool's request limits had no
     /// free slot within `queue_timeout`.
     pub limit_rejected: IntCounter,
-    /// Retries by reason, indexed like [`RETRY_REASONS`].
-    pub retries: [IntCounter; 3],
+    /// Retries by reason, indexed by [`RetryReason::index`] (count with
+    /// [`PoolMetrics::retried`]).
+    pub retries: [IntCounter; RetryReason::COUNT],
     /// Retries refused because the budget was empty.
     pub budget_exhausted: IntCounter,
     /// Active probe latency.
@@ -279,6 +280,14 @@ pub struct PoolMetrics {
 }
 
 impl PoolMetrics {
+    /// Counts one retry.
+    pub fn retried(&self, reason: RetryReason) {
+        // In range by construction: the array is built from `ALL`.
+        if let Some(c) = self.retries.get(reason.index()) {
+            c.inc();
+        }
+    }
+
     /// Handles for one discovery source of this pool.
     pub fn discovery(&self, source: &str) -> DiscoveryMetrics {
         let f = &self.families;
@@ -347,8 +356,9 @@ pub struct EndpointMetrics {
     pub response_time: Option<Histogram>,
     /// Times the selector picked this endpoint.
     pub picks: IntCounter,
-    /// Passive ejections by reason, indexed like [`EJECTION_REASONS`].
-    pub ejections: [IntCounter; 4],
+    /// Passive ejections by reason, indexed by [`EjectionReason::index`]
+    /// (count with [`EndpointMetrics::ejected`]).
+    pub ejections: [IntCounter; EjectionReason::COUNT],
     /// Active verdict changes to healthy / unhealthy.
     pub transitions: [IntCounter; 2],
     /// Active probe results ok / fail.
@@ -357,6 +367,14 @@ pub struct EndpointMetrics {
 }
 
 impl EndpointMetrics {
+    /// Counts one passive ejection.
+    pub fn ejected(&self, reason: EjectionReason) {
+        // In range by construction: the array is built from `ALL`.
+        if let Some(c) = self.ejections.get(reason.index()) {
+            c.inc();
+        }
+    }
+
     /// Counts one upstream attempt by status class index (see
     /// [`status_class`], [`CLASS_ERROR`]).
     pub fn request(&self, class: usize) {
@@ -730,7 +748,7 @@ impl Metrics {
             sent_bytes: f.sent_bytes.with_label_values(&[pool]),
             no_endpoint: f.no_endpoint.with_label_values(&[pool]),
             limit_rejected: f.limit_rejected.with_label_values(&[pool]),
-            retries: RETRY_REASONS.map(|r| f.retries.with_label_values(&[pool, r])),
+            retries: RetryReason::ALL.map(|r| f.retries.with_label_values(&[pool, r.as_str()])),
             budget_exhausted: f.budget_exhausted.with_label_values(&[pool]),
             probe_duration: f.probe_duration.with_label_values(&[pool]),
             families: Arc::clone(f),
@@ -759,8 +777,8 @@ impl Metrics {
             response_time: histogram
                 .then(|| f.upstream_response.with_label_values(&[pool, endpoint])),
             picks: f.picks.with_label_values(&[pool, endpoint]),
-            ejections: EJECTION_REASONS
-                .map(|r| f.ejections.with_label_values(&[pool, endpoint, r])),
+            ejections: EjectionReason::ALL
+                .map(|r| f.ejections.with_label_values(&[pool, endpoint, r.as_str()])),
             transitions: ["healthy", "unhealthy"]
                 .map(|t| f.health_transitions.with_label_values(&[pool, endpoint, t])),
             probes: ["ok", "fail"].map(|r| f.health_probes.with_label_values(&[pool, endpoint, r])),
@@ -795,5 +813,38 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample whose line starts with `series`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn retries_and_ejections_are_counted_under_their_reason_label() {
+        let m = Metrics::new().unwrap();
+        let pool = m.pool("p");
+        let ep = m.endpoint("p", "127.0.0.1:1", false);
+        pool.retried(RetryReason::Reset);
+        pool.retried(RetryReason::Status);
+        pool.retried(RetryReason::Status);
+        ep.ejected(EjectionReason::Timeout);
+        let text = String::from_utf8(m.encode()).unwrap();
+        for (reason, n) in [("not_sent", 0.0), ("reset", 1.0), ("status", 2.0)] {
+            let series = format!("weir_retries_total{{pool=\"p\",reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(n), "{series}\n{text}");
+        }
+        for (reason, n) in [("connect_error", 0.0), ("timeout", 1.0), ("status", 0.0)] {
+            let series = format!(
+                "weir_upstream_ejections_total{{endpoint=\"127.0.0.1:1\",pool=\"p\",reason=\"{reason}\"}}"
+            );
+            assert_eq!(sample(&text, &series), Some(n), "{series}\n{text}");
+        }
     }
 }

@@ -1,26 +1,33 @@
 //! One request, from the client to an endpoint and back.
 //!
-//! [`handle`] is the hyper service of every traffic connection:
+//! [`handle`] is the hyper service of every traffic connection: it counts
+//! the request for the connection's idle watchdog, runs `forward`, and
+//! turns a [`ProxyError`] into a response
+//! ([`ProxyError::status`](crate::error::ProxyError::status) is the only
+//! mapping to a status code). One request's path:
 //!
-//! 1. load the current [`Snapshot`](crate::snapshot::Snapshot), route by host
-//!    and path, clone the `Arc<Pool>` and drop the guard (never held across
-//!    `.await`);
-//! 2. pick and lease a backend;
-//! 3. rewrite the request (hop-by-hop headers, `X-Forwarded-*`,
-//!    `X-Request-Id`, `Via`, URI form for the upstream protocol);
-//! 4. send it on a pooled connection, bounded by the connect and
-//!    response-header timeouts;
-//! 5. stream the response back in a [`ResponseBody`] that releases the lease
-//!    and the connection, and writes the access-log line, when it ends.
-//!
-//! Any failure becomes a [`ProxyError`], and
-//! [`ProxyError::status`](crate::error::ProxyError::status) is the only
-//! mapping to a status code.
+//! 1. `prepare`: head limits; the host (`host`); the route, under the
+//!    current snapshot whose guard is dropped before any `.await`;
+//!    admission (a pool slot and a leased endpoint); the head rewritten for
+//!    the upstream (`rewrite_head`); the body buffered if a retry may
+//!    replay it.
+//! 2. `attempts`: each attempt (`send_once`) aims the request at its
+//!    endpoint (`aim`), sends it within the connect and response-header
+//!    timeouts, and counts the outcome in metrics and passive health
+//!    (`observe`); then [`retry::decide_retry`] either sends it again to
+//!    another endpoint or lets the outcome stand.
+//! 3. `respond`: the response head rewritten; a `101` starts the upgrade
+//!    tunnel, anything else streams back in a [`ResponseBody`] that
+//!    releases the lease and the connection, and writes the access-log
+//!    line (`Record`), when it ends.
+
+mod host;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -30,14 +37,14 @@ use tokio::time::Instant;
 
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::ProxyError;
-use crate::health::passive::{self, Outcome, PassivePolicy};
+use crate::health::passive::{self, EjectionReason, Outcome, PassivePolicy};
 use crate::metrics::{self, RouteMetrics};
-use crate::retry;
-use crate::routing::normalize_host;
+use crate::retry::{self, Attempt, AttemptResult, RetryDecision, RetryEnv};
 use crate::snapshot::Shared;
 use crate::upstream::body::{Completion, RequestBody, ResponseBody};
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
 use crate::upstream::{Backend, Lease, Pool, PooledConn, SendError};
+use host::RawHost;
 
 /// Per-connection context of a traffic listener.
 #[derive(Debug)]
@@ -121,7 +128,7 @@ impl Activity {
             return None;
         }
         let ms = self.idle_since_ms.load(Ordering::Acquire);
-        Some(self.epoch + std::time::Duration::from_millis(ms))
+        Some(self.epoch + Duration::from_millis(ms))
     }
 
     fn enter(self: &Arc<Self>) -> ActiveGuard {
@@ -272,61 +279,168 @@ pub async fn handle(
     ))
 }
 
+/// One request's way: prepared once, sent until an attempt's outcome
+/// stands, and its response turned into the client's.
 async fn forward(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    record: &mut Record,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Prepared {
+        pool,
+        lease,
+        request,
+        plan,
+        on_upgrade,
+    } = prepare(ctx, req, record, request_id).await?;
+    let answered = attempts(&pool, lease, request, &plan, record).await?;
+    Ok(respond(
+        answered,
+        on_upgrade,
+        request_id,
+        pool.settings().connect,
+    ))
+}
+
+/// A request ready to send, and what its attempts share.
+struct Prepared {
+    pool: Arc<Pool>,
+    /// The endpoint admission picked for the first attempt.
+    lease: Lease,
+    /// The first attempt's request, head rewritten for the upstream.
+    request: Request<RequestBody>,
+    plan: Plan,
+    /// The client side of a protocol upgrade the request asks for.
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// What every attempt of one request needs.
+struct Plan {
+    target: Target,
+    /// A copy to send again, when a retry may replay the request.
+    replay: Option<Replay>,
+    idempotent: bool,
+    /// 1 for an upgrade, else the pool's `retries.attempts`.
+    max_attempts: u32,
+}
+
+/// Everything before the first send: head limits, host, route, admission
+/// (a pool slot and a leased endpoint), the rewritten head, and the body
+/// buffered when a retry could replay it.
+async fn prepare(
     ctx: &ConnCtx,
     mut req: Request<Incoming>,
     record: &mut Record,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Prepared, ProxyError> {
     crate::limits::check_head(&req, &ctx.limits)?;
-    let raw_host = request_host(&req)?;
-    // For X-Forwarded-Host; a Host header is shared, not copied.
-    let raw_host_value = raw_host.to_value();
-    let raw_host = raw_host.as_str();
-    let host = normalize_host(raw_host).unwrap_or_default();
-
-    // Route with the snapshot guard held only inside this block.
-    let (pool, via) = {
-        let snap = ctx.shared.snapshot();
-        record.log = snap.access_log;
-        if record.log {
-            record.path = req.uri().path().to_owned();
-        }
-        let route = snap
-            .routes
-            .resolve(&host, req.uri().path())
-            .ok_or(ProxyError::NoRoute)?;
-        record.route = Some(Arc::clone(&route.name));
-        record.route_metrics = Some(Arc::clone(&route.target.metrics));
-        (Arc::clone(&route.target.pool), snap.via.clone())
-    };
+    let host = host::request_host(req.uri(), req.headers(), req.version())?;
+    let (pool, via) = route(ctx, &host.routing_name(), req.uri().path(), record)?;
     record.pool = Some(Arc::clone(&pool));
-
-    let (mut lease, admission) = pool.admit(Instant::now()).await?;
+    let (lease, admission) = pool.admit(Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
-    let settings = pool.settings();
 
     let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-
     let (mut parts, body) = req.into_parts();
+    let target = Target {
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        host_value: host.to_value(),
+        host,
+    };
+    let settings = pool.settings();
+    let head = HeadRewrite {
+        client_ip: &ctx.client_ip,
+        scheme: ctx.scheme,
+        via: via.as_deref(),
+        request_id,
+        protocol: settings.protocol,
+        upgrade,
+    };
+    rewrite_head(&mut parts, &head, target.host_value.clone());
+    let max_attempts = if upgrade {
+        1
+    } else {
+        settings.retries.attempts
+    };
+    let idempotent = retry::is_idempotent(&parts.method);
+    let (body, replay) = if max_attempts > 1 && idempotent {
+        first_body(&parts, body, &pool, &ctx.limits).await?
+    } else {
+        (streamed(body, &pool, &ctx.limits), None)
+    };
+    pool.budget().deposit();
+    Ok(Prepared {
+        lease,
+        request: Request::from_parts(parts, body),
+        plan: Plan {
+            target,
+            replay,
+            idempotent,
+            max_attempts,
+        },
+        on_upgrade,
+        pool,
+    })
+}
+
+/// Routes `host` and `path` under the current snapshot, whose guard is
+/// held only here (never across `.await`); returns the pool and the `Via`
+/// pseudonym.
+fn route(
+    ctx: &ConnCtx,
+    host: &str,
+    path: &str,
+    record: &mut Record,
+) -> Result<(Arc<Pool>, Option<Arc<str>>), ProxyError> {
+    let snap = ctx.shared.snapshot();
+    record.log = snap.access_log;
+    if record.log {
+        record.path = path.to_owned();
+    }
+    let route = snap.routes.resolve(host, path).ok_or(ProxyError::NoRoute)?;
+    record.route = Some(Arc::clone(&route.name));
+    record.route_metrics = Some(Arc::clone(&route.target.metrics));
+    Ok((Arc::clone(&route.target.pool), snap.via.clone()))
+}
+
+/// The per-request inputs of [`rewrite_head`].
+struct HeadRewrite<'a> {
+    client_ip: &'a HeaderValue,
+    scheme: &'static str,
+    via: Option<&'a str>,
+    request_id: &'a HeaderValue,
+    protocol: UpstreamProtocol,
+    upgrade: bool,
+}
+
+/// Rewrites the request head for the upstream: hop-by-hop headers and
+/// `Expect` out; `X-Forwarded-*`, `Via` and `X-Request-Id` in; the version
+/// of the pool's protocol. (The target and `Host` are set per attempt by
+/// [`aim`].)
+fn rewrite_head(
+    parts: &mut http::request::Parts,
+    head: &HeadRewrite<'_>,
+    forwarded_host: Option<HeaderValue>,
+) {
     let headers = &mut parts.headers;
-    hdr::strip_hop_by_hop(headers, upgrade);
+    hdr::strip_hop_by_hop(headers, head.upgrade);
     // hyper already answered `100 Continue` when the body was first read;
     // the endpoint must not wait for a second round trip.
     headers.remove(header::EXPECT);
-    hdr::add_forwarded(headers, &ctx.client_ip, ctx.scheme, raw_host_value);
-    if let Some(pseudonym) = &via {
+    hdr::add_forwarded(headers, head.client_ip, head.scheme, forwarded_host);
+    if let Some(pseudonym) = head.via {
+        // The version the client spoke, so before it is changed below.
         hdr::add_via(headers, parts.version, pseudonym);
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let path_and_query: http::uri::PathAndQuery = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    match settings.protocol {
+    headers.insert(X_REQUEST_ID.clone(), head.request_id.clone());
+    match head.protocol {
         UpstreamProtocol::Http1 => parts.version = Version::HTTP_11,
         UpstreamProtocol::H2c => {
             parts.version = Version::HTTP_2;
@@ -334,198 +448,330 @@ async fn forward(
             parts.headers.remove(header::HOST);
         }
     }
-    let target = Target {
-        raw_host,
-        path_and_query: &path_and_query,
-    };
+}
 
-    // What a retry may replay: see `crate::retry` for the rules.
-    let policy = &settings.retries;
-    let max_attempts = if upgrade { 1 } else { policy.attempts };
+/// The client's body, streamed through the pool's byte counter and the
+/// body limits.
+fn streamed(body: Incoming, pool: &Pool, limits: &crate::limits::RequestLimits) -> RequestBody {
+    RequestBody::Incoming(body, limits.meter(&pool.metrics().received_bytes))
+}
+
+/// The first attempt's body of an idempotent request that may be retried,
+/// and a [`Replay`] copy when the body could be buffered (see
+/// `crate::retry` for the rules).
+async fn first_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    pool: &Pool,
+    limits: &crate::limits::RequestLimits,
+) -> Result<(RequestBody, Option<Replay>), ProxyError> {
+    let max = pool.settings().retries.max_replay_body;
     let received = &pool.metrics().received_bytes;
-    let mut replay: Option<Replay> = None;
-    let first_body = if max_attempts > 1 && retry::is_idempotent(&parts.method) {
-        match replayable_body(body, policy.max_replay_body, received, &ctx.limits).await? {
-            Ok(bytes) => {
-                replay = Some(Replay {
-                    method: parts.method.clone(),
-                    headers: parts.headers.clone(),
-                    version: parts.version,
-                    body: bytes.clone(),
-                });
-                RequestBody::Full((!bytes.is_empty()).then_some(bytes))
-            }
-            Err(body) => RequestBody::Incoming(body, ctx.limits.meter(received)),
+    Ok(match replayable_body(body, max, received, limits).await? {
+        Ok(bytes) => {
+            let replay = Replay {
+                method: parts.method.clone(),
+                headers: parts.headers.clone(),
+                version: parts.version,
+                body: bytes.clone(),
+            };
+            (
+                RequestBody::Full((!bytes.is_empty()).then_some(bytes)),
+                Some(replay),
+            )
         }
-    } else {
-        RequestBody::Incoming(body, ctx.limits.meter(received))
-    };
-    let mut next = Some(Request::from_parts(parts, first_body));
-    pool.budget().deposit();
+        Err(body) => (streamed(body, pool, limits), None),
+    })
+}
 
+/// The response an attempt got, with what [`respond`] hands on to the
+/// response body.
+struct Answered {
+    response: Response<Incoming>,
+    conn: Option<PooledConn>,
+    lease: Lease,
+}
+
+/// Sends the request to the leased endpoint, and again to another one for
+/// as long as [`retry::decide_retry`] says so; returns the response or the
+/// error that stands.
+async fn attempts(
+    pool: &Pool,
+    mut lease: Lease,
+    first: Request<RequestBody>,
+    plan: &Plan,
+    record: &mut Record,
+) -> Result<Answered, ProxyError> {
+    let mut next = Some(first);
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempt = 1u32;
+    let mut number = 1u32;
     loop {
-        let backend = Arc::clone(lease.backend());
-        record.endpoint = Some(backend.addr());
-        let mut upstream_req = match next.take() {
-            Some(r) => r,
-            None => match &replay {
-                Some(r) => r.request(),
-                // Unreachable by construction: a retry is only attempted
-                // with the unsent request or a replay copy in hand.
-                None => return Err(ProxyError::BadRequest("request cannot be replayed")),
-            },
+        record.endpoint = Some(lease.backend().addr());
+        let request = match (next.take(), &plan.replay) {
+            (Some(r), _) => r,
+            (None, Some(replay)) => replay.request(),
+            // Unreachable by construction: a retry is only decided with
+            // the unsent request or a replay copy in hand.
+            (None, None) => return Err(ProxyError::BadRequest("request cannot be replayed")),
         };
-        aim(&mut upstream_req, &backend, settings, &target)?;
-        backend.metrics().picks.inc();
-        let sent_at = Instant::now();
-        let sent = backend.conns().send(upstream_req, &settings.connect).await;
-        let now = Instant::now();
-        if let Some(passive) = &settings.passive {
-            record_passive(&pool, &backend, &sent, passive, now);
-        }
-        let em = backend.metrics();
-        let retries_left = attempt < max_attempts;
+        let (exchange, now) = send_once(pool, &mut lease, request, &plan.target).await?;
+        let attempt = Attempt {
+            result: exchange.retry_result(),
+            downstream_started: false,
+            idempotent: plan.idempotent,
+            replayable: plan.replay.is_some(),
+            number,
+            max_attempts: plan.max_attempts,
+        };
+        let mut env = PoolRetry {
+            pool,
+            tried: &mut tried,
+            current: lease.backend().addr(),
+            now,
+            headers: exchange.headers(),
+        };
+        let (reason, wait, endpoint) =
+            match retry::decide_retry(&attempt, &pool.settings().retries, &mut env) {
+                RetryDecision::GiveUp(_) => return exchange.into_answer(lease),
+                RetryDecision::Retry {
+                    reason,
+                    wait,
+                    endpoint,
+                } => (reason, wait, endpoint),
+            };
+        pool.metrics().retried(reason);
+        tracing::debug!(pool = %pool.name(), endpoint = %lease.backend().addr(),
+            outcome = %exchange, reason = reason.as_str(), "retrying on another endpoint");
+        // A response is dropped unread: its connection closes rather than
+        // return to the pool with an unknown body.
+        next = exchange.into_unsent();
+        lease = endpoint;
+        number += 1;
+        tokio::time::sleep(wait.duration()).await;
+    }
+}
+
+/// One attempt: the request aimed at the leased endpoint and sent, and its
+/// outcome counted (endpoint metrics, passive health, the lease's time to
+/// response headers). Returns the outcome and when it arrived. A failure
+/// of the client's own body ends the request here: it is not the
+/// endpoint's fault, and the body is gone.
+async fn send_once(
+    pool: &Pool,
+    lease: &mut Lease,
+    mut request: Request<RequestBody>,
+    target: &Target,
+) -> Result<(Exchange, Instant), ProxyError> {
+    let backend = Arc::clone(lease.backend());
+    let settings = pool.settings();
+    aim(&mut request, &backend, settings, target)?;
+    backend.metrics().picks.inc();
+    let sent_at = Instant::now();
+    let sent = backend.conns().send(request, &settings.connect).await;
+    let now = Instant::now();
+    let exchange = Exchange::from_send(sent)?;
+    let rtt = now.saturating_duration_since(sent_at);
+    if let Exchange::Response(..) = exchange {
+        lease.set_rtt(rtt);
+    }
+    observe(pool, &backend, &exchange, rtt, now);
+    Ok((exchange, now))
+}
+
+/// What one attempt produced.
+enum Exchange {
+    /// A response head (and, for HTTP/1, the connection it came on).
+    Response(Response<Incoming>, Option<PooledConn>),
+    /// No response, and the request back when it was provably never sent
+    /// (boxed: a rare path, and it would triple the size of every value).
+    Failed {
+        error: ProxyError,
+        unsent: Option<Box<Request<RequestBody>>>,
+    },
+}
+
+impl Exchange {
+    /// Classifies a send; a failure of the client's body is an error.
+    fn from_send(
+        sent: Result<(Response<Incoming>, Option<PooledConn>), SendError>,
+    ) -> Result<Exchange, ProxyError> {
         match sent {
-            Ok((mut res, conn)) => {
-                let rtt = now.saturating_duration_since(sent_at);
-                lease.set_rtt(rtt);
-                em.request(metrics::status_class(res.status()));
-                if let Some(h) = &em.response_time {
-                    h.observe(rtt.as_secs_f64());
-                }
-                let status = res.status();
-                if retries_left && replay.is_some() && policy.on_statuses.contains(&status.as_u16())
-                {
-                    let wait = if status == StatusCode::SERVICE_UNAVAILABLE {
-                        match retry::retry_after(res.headers()) {
-                            Some(d) if d > policy.backoff_max => None,
-                            Some(d) => Some(d),
-                            None => Some(retry::backoff(
-                                attempt,
-                                policy.backoff_base,
-                                policy.backoff_max,
-                            )),
-                        }
-                    } else {
-                        Some(retry::backoff(
-                            attempt,
-                            policy.backoff_base,
-                            policy.backoff_max,
-                        ))
-                    };
-                    if let Some(wait) = wait {
-                        tried.push(backend.addr());
-                        // Another endpoint first, then the budget: a token
-                        // is only spent on a retry that can happen.
-                        let next_lease =
-                            retry_lease(&pool, &tried, now).filter(|_| affordable(&pool, now));
-                        if let Some(next_lease) = next_lease {
-                            // The response is dropped unread: its
-                            // connection closes rather than return to the
-                            // pool with an unknown body.
-                            drop((res, conn));
-                            pool.metrics().retries[2].inc();
-                            tracing::debug!(pool = %pool.name(), endpoint = %backend.addr(), %status, "retrying on status");
-                            lease = next_lease;
-                            attempt += 1;
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                    }
-                }
+            Ok((res, conn)) => Ok(Exchange::Response(res, conn)),
+            Err(SendError { error, unsent }) => match error.blame_client_body() {
+                error @ ProxyError::ClientBody(_) => Err(error),
+                error => Ok(Exchange::Failed {
+                    error,
+                    unsent: unsent.map(Box::new),
+                }),
+            },
+        }
+    }
 
-                let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-                if let (true, Some(client_upgrade)) = (switching, on_upgrade) {
-                    let upstream_upgrade = hyper::upgrade::on(&mut res);
-                    tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
-                    hdr::strip_hop_by_hop(res.headers_mut(), true);
-                    res.headers_mut()
-                        .insert(X_REQUEST_ID.clone(), request_id.clone());
-                    let (parts, _) = res.into_parts();
-                    return Ok(Response::from_parts(
-                        parts,
-                        ResponseBody::full(bytes::Bytes::new()),
-                    ));
-                }
-                hdr::strip_hop_by_hop(res.headers_mut(), false);
-                res.headers_mut()
-                    .insert(X_REQUEST_ID.clone(), request_id.clone());
-                let (parts, body) = res.into_parts();
-                let conn = conn.map(|c| (c, settings.connect));
-                return Ok(Response::from_parts(
-                    parts,
-                    ResponseBody::upstream(body, Some(lease), conn),
-                ));
+    /// The outcome as the retry rules see it.
+    fn retry_result(&self) -> AttemptResult {
+        match self {
+            Exchange::Response(res, _) => AttemptResult::Response(res.status().as_u16()),
+            Exchange::Failed {
+                unsent: Some(_), ..
+            } => AttemptResult::NotSent,
+            Exchange::Failed {
+                error: ProxyError::Upstream { .. },
+                ..
+            } => AttemptResult::Reset,
+            Exchange::Failed { .. } => AttemptResult::Failed,
+        }
+    }
+
+    /// The outcome as passive health sees it; `None`: not the endpoint's
+    /// doing.
+    fn passive_outcome(&self) -> Option<Outcome> {
+        let Exchange::Failed { error, .. } = self else {
+            return match self {
+                Exchange::Response(res, _) => Some(Outcome::Status(res.status().as_u16())),
+                Exchange::Failed { .. } => None,
+            };
+        };
+        match error {
+            ProxyError::Connect { .. } => Some(Outcome::ConnectError),
+            ProxyError::Upstream { .. } => Some(Outcome::Reset),
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                Some(Outcome::Timeout)
             }
-            Err(SendError { error, unsent }) => {
-                let error = error.blame_client_body();
-                if matches!(error, ProxyError::ClientBody(_)) {
-                    // Not the endpoint's fault: no upstream error counted,
-                    // no retry (the body is gone).
-                    return Err(error);
-                }
-                em.request(metrics::CLASS_ERROR);
-                match &error {
-                    ProxyError::Connect { .. } => em.connect_errors.inc(),
-                    ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
-                    ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
-                    _ => {}
-                }
-                let reason = match (&error, unsent) {
-                    (_, Some(unsent)) => {
-                        next = Some(unsent);
-                        Some(0)
-                    }
-                    (ProxyError::Upstream { .. }, None) if replay.is_some() => Some(1),
-                    _ => None,
-                };
-                let Some(reason) = reason.filter(|_| retries_left) else {
-                    return Err(error);
-                };
-                tried.push(backend.addr());
-                let Some(next_lease) = retry_lease(&pool, &tried, now) else {
-                    return Err(error);
-                };
-                if !affordable(&pool, now) {
-                    return Err(error);
-                }
-                if let Some(c) = pool.metrics().retries.get(reason) {
-                    c.inc();
-                }
-                tracing::debug!(pool = %pool.name(), endpoint = %backend.addr(), error = %error, "retrying on another endpoint");
-                lease = next_lease;
-                attempt += 1;
-                tokio::time::sleep(retry::backoff(
-                    attempt - 1,
-                    policy.backoff_base,
-                    policy.backoff_max,
-                ))
-                .await;
-            }
+            _ => None,
+        }
+    }
+
+    fn headers(&self) -> Option<&http::HeaderMap> {
+        match self {
+            Exchange::Response(res, _) => Some(res.headers()),
+            Exchange::Failed { .. } => None,
+        }
+    }
+
+    /// The outcome as it stands: the response to forward, or the error.
+    fn into_answer(self, lease: Lease) -> Result<Answered, ProxyError> {
+        match self {
+            Exchange::Response(response, conn) => Ok(Answered {
+                response,
+                conn,
+                lease,
+            }),
+            Exchange::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// The request, if it was never sent (a response is dropped).
+    fn into_unsent(self) -> Option<Request<RequestBody>> {
+        match self {
+            Exchange::Failed { unsent, .. } => unsent.map(|r| *r),
+            Exchange::Response(..) => None,
         }
     }
 }
 
-/// Takes a retry token from the pool's budget, counting a refusal.
-fn affordable(pool: &Pool, now: Instant) -> bool {
-    let ok = pool.budget().try_withdraw(now);
-    if !ok {
-        pool.metrics().budget_exhausted.inc();
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::Response(res, _) => write!(f, "status {}", res.status().as_u16()),
+            Exchange::Failed { error, .. } => error.fmt(f),
+        }
     }
-    ok
 }
 
-/// A lease on an endpoint not yet tried, if there is one.
-fn retry_lease(pool: &Pool, tried: &[SocketAddr], now: Instant) -> Option<Lease> {
-    pool.pick_excluding(now, tried).ok()
+/// Counts one attempt's outcome in the endpoint's metrics and feeds it to
+/// passive health.
+fn observe(pool: &Pool, backend: &Backend, exchange: &Exchange, rtt: Duration, now: Instant) {
+    let em = backend.metrics();
+    match exchange {
+        Exchange::Response(res, _) => {
+            em.request(metrics::status_class(res.status()));
+            if let Some(h) = &em.response_time {
+                h.observe(rtt.as_secs_f64());
+            }
+        }
+        Exchange::Failed { error, .. } => {
+            em.request(metrics::CLASS_ERROR);
+            match error {
+                ProxyError::Connect { .. } => em.connect_errors.inc(),
+                ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
+                ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
+                _ => {}
+            }
+        }
+    }
+    if let (Some(policy), Some(outcome)) = (&pool.settings().passive, exchange.passive_outcome()) {
+        record_passive(pool, backend, outcome, policy, now);
+    }
 }
 
-/// Where the request is going, the parts of it that depend on the endpoint.
-struct Target<'a> {
-    raw_host: &'a str,
-    path_and_query: &'a http::uri::PathAndQuery,
+/// Feeds one outcome to passive health (outlier ejection), counting and
+/// logging an ejection it causes. Atomics only; the pool is scanned only
+/// when an ejection is about to happen.
+fn record_passive(
+    pool: &Pool,
+    backend: &Backend,
+    outcome: Outcome,
+    policy: &PassivePolicy,
+    now: Instant,
+) {
+    let counts = || pool.ejection_counts(now);
+    let Some(ejection) = passive::record(backend.health(), outcome, now, policy, counts) else {
+        return;
+    };
+    let reason = outcome.ejection_reason();
+    if let Some(reason) = reason {
+        backend.metrics().ejected(reason);
+    }
+    tracing::warn!(
+        pool = %pool.name(),
+        endpoint = %backend.addr(),
+        reason = reason.map_or("-", EjectionReason::as_str),
+        for_ms = ejection.duration.as_millis() as u64,
+        times_ejected = ejection.times_ejected,
+        "endpoint ejected"
+    );
+}
+
+/// The pool's side of a retry decision: the response's `Retry-After`, a
+/// lease on an endpoint not tried yet, a budget token.
+struct PoolRetry<'a> {
+    pool: &'a Pool,
+    /// Endpoints of earlier attempts; `current` joins them only when a
+    /// retry is otherwise decided, so most requests never allocate it.
+    tried: &'a mut Vec<SocketAddr>,
+    current: SocketAddr,
+    now: Instant,
+    headers: Option<&'a http::HeaderMap>,
+}
+
+impl RetryEnv for PoolRetry<'_> {
+    type Endpoint = Lease;
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.headers.and_then(retry::retry_after)
+    }
+
+    fn another_endpoint(&mut self) -> Option<Lease> {
+        self.tried.push(self.current);
+        self.pool.pick_excluding(self.now, self.tried).ok()
+    }
+
+    fn withdraw_token(&mut self) -> bool {
+        let ok = self.pool.budget().try_withdraw(self.now);
+        if !ok {
+            self.pool.metrics().budget_exhausted.inc();
+        }
+        ok
+    }
+}
+
+/// Where the request is going: the parts of it that depend on the
+/// endpoint.
+struct Target {
+    host: RawHost,
+    /// `host` as a header value, made once.
+    host_value: Option<HeaderValue>,
+    path_and_query: http::uri::PathAndQuery,
 }
 
 /// Points a request at one endpoint: request target form, `Host` or
@@ -535,24 +781,33 @@ fn aim(
     req: &mut Request<RequestBody>,
     backend: &Backend,
     settings: &crate::upstream::PoolSettings,
-    target: &Target<'_>,
+    target: &Target,
 ) -> Result<(), ProxyError> {
-    let use_endpoint = settings.host_header == HostHeader::Endpoint || target.raw_host.is_empty();
+    let use_endpoint =
+        settings.host_header == HostHeader::Endpoint || target.host.as_str().is_empty();
     let endpoint_authority;
     let authority = if use_endpoint {
         endpoint_authority = backend.addr().to_string();
         endpoint_authority.as_str()
     } else {
-        target.raw_host
+        target.host.as_str()
     };
+    let invalid_host = || ProxyError::BadRequest("invalid host");
     match settings.protocol {
         UpstreamProtocol::Http1 => {
             *req.uri_mut() = Uri::from(target.path_and_query.clone());
-            // A request that arrived over HTTP/2 carries its host in
-            // `:authority`; HTTP/1.1 needs it in `Host`.
-            if use_endpoint || !req.headers().contains_key(header::HOST) {
-                let v = HeaderValue::from_str(authority)
-                    .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+            // The client's `Host` goes on only when it is the host routed
+            // by: an authority (HTTP/2 `:authority`, an absolute-form
+            // target) wins over it (RFC 9112 §3.2.2), and HTTP/1.1 needs
+            // the host in `Host`.
+            let keep = !use_endpoint
+                && !target.host.is_authority()
+                && req.headers().contains_key(header::HOST);
+            if !keep {
+                let v = match (&target.host_value, use_endpoint) {
+                    (Some(v), false) => v.clone(),
+                    _ => HeaderValue::from_str(authority).map_err(|_| invalid_host())?,
+                };
                 req.headers_mut().insert(header::HOST, v);
             }
         }
@@ -571,6 +826,37 @@ fn aim(
         }
     }
     Ok(())
+}
+
+/// The client's side of the response: hop-by-hop headers out, the request
+/// id in. A `101` to an upgrade request starts the tunnel (which holds the
+/// lease); any other response streams back in a [`ResponseBody`] that
+/// releases the lease and the connection when it ends.
+fn respond(
+    answered: Answered,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_id: &HeaderValue,
+    connect: crate::upstream::ConnectSettings,
+) -> Response<ResponseBody> {
+    let Answered {
+        mut response,
+        conn,
+        lease,
+    } = answered;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let tunnel_to = on_upgrade.filter(|_| switching);
+    let headers = response.headers_mut();
+    hdr::strip_hop_by_hop(headers, tunnel_to.is_some());
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(client) = tunnel_to {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client, upstream, lease));
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, ResponseBody::full(bytes::Bytes::new()));
+    }
+    let (parts, body) = response.into_parts();
+    let conn = conn.map(|c| (c, connect));
+    Response::from_parts(parts, ResponseBody::upstream(body, Some(lease), conn))
 }
 
 /// A copy of the request head and its buffered body, for retries.
@@ -623,45 +909,6 @@ async fn replayable_body(
     }
 }
 
-/// Feeds the outcome of one upstream exchange to passive health (outlier
-/// ejection). Atomics only; the pool is scanned only when an ejection is
-/// about to happen.
-fn record_passive<T>(
-    pool: &Pool,
-    backend: &Backend,
-    sent: &Result<(Response<T>, Option<PooledConn>), SendError>,
-    policy: &PassivePolicy,
-    now: Instant,
-) {
-    let (outcome, reason) = match sent {
-        Ok((res, _)) => (Outcome::Status(res.status().as_u16()), 3),
-        Err(e) => match &e.error {
-            ProxyError::Connect { .. } => (Outcome::ConnectError, 0),
-            ProxyError::Upstream { source, .. } if caused_by_client_body(source) => return,
-            ProxyError::Upstream { .. } => (Outcome::Reset, 1),
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
-                (Outcome::Timeout, 2)
-            }
-            _ => return,
-        },
-    };
-    if let Some(ejection) = passive::record(backend.health(), outcome, now, policy, || {
-        pool.ejection_counts(now)
-    }) {
-        if let Some(c) = backend.metrics().ejections.get(reason) {
-            c.inc();
-        }
-        tracing::warn!(
-            pool = %pool.name(),
-            endpoint = %backend.addr(),
-            reason = metrics::EJECTION_REASONS.get(reason).copied().unwrap_or("-"),
-            for_ms = ejection.duration.as_millis() as u64,
-            times_ejected = ejection.times_ejected,
-            "endpoint ejected"
-        );
-    }
-}
-
 /// Copies bytes both ways between an upgraded client connection and an
 /// upgraded upstream connection until either side closes. The lease is held
 /// for the tunnel's lifetime, so a WebSocket counts as in flight.
@@ -683,66 +930,6 @@ async fn tunnel(
         tracing::debug!(error = %e, endpoint = %lease.backend().addr(), "tunnel closed with error");
     }
     drop(lease);
-}
-
-fn caused_by_client_body(e: &hyper::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<crate::upstream::body::ClientBodyError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-/// The host a request is for: the URI authority (HTTP/2 `:authority`, or an
-/// HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says wins over
-/// `Host`), else the single `Host` header. HTTP/1.1 without `Host`, or with
-/// several, is a 400 (RFC 9112 §3.2).
-fn request_host(req: &Request<Incoming>) -> Result<RawHost, ProxyError> {
-    if let Some(a) = req.uri().authority() {
-        return Ok(RawHost::Authority(a.clone()));
-    }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(ProxyError::BadRequest("several Host headers")),
-        (Some(v), None) => match v.to_str() {
-            Ok(_) => Ok(RawHost::Header(v.clone())),
-            Err(_) => Err(ProxyError::BadRequest("invalid Host header")),
-        },
-        (None, _) if req.version() == Version::HTTP_11 => {
-            Err(ProxyError::BadRequest("missing Host header"))
-        }
-        (None, _) => Ok(RawHost::None),
-    }
-}
-
-/// The host as the client sent it. Both forms share the bytes hyper
-/// already parsed (a reference-count increment, no copy).
-enum RawHost {
-    Authority(http::uri::Authority),
-    /// A `Host` value already checked to be visible ASCII.
-    Header(HeaderValue),
-    None,
-}
-
-impl RawHost {
-    fn to_value(&self) -> Option<HeaderValue> {
-        match self {
-            RawHost::Authority(a) => HeaderValue::from_str(a.as_str()).ok(),
-            RawHost::Header(v) => Some(v.clone()).filter(|v| !v.is_empty()),
-            RawHost::None => None,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            RawHost::Authority(a) => a.as_str(),
-            RawHost::Header(v) => v.to_str().unwrap_or(""),
-            RawHost::None => "",
-        }
-    }
 }
 
 /// A short plain-text error response carrying the request id.

@@ -184,6 +184,81 @@ pools:
     assert!(backend_of(&p).is_none());
 }
 
+/// Two pools by host, `a.test` and `b.test`, each one echo backend.
+async fn two_hosts() -> (TestBackend, TestBackend, weir::Weir) {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let yaml = format!(
+        r#"
+listeners: [{{name: main, bind: "127.0.0.1:0"}}]
+admin: {{bind: "127.0.0.1:0"}}
+routes:
+  - {{hosts: [a.test], pool: a}}
+  - {{hosts: [b.test], pool: b}}
+pools:
+  - {{name: a, endpoints: [{{address: "{}"}}]}}
+  - {{name: b, endpoints: [{{address: "{}"}}]}}
+"#,
+        a.addr, b.addr
+    );
+    let weir = start(&yaml).await;
+    (a, b, weir)
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_wins_over_a_disagreeing_host_header() {
+    // RFC 9112 §3.2.2: the target's host is the one routed by, and the
+    // one the endpoint sees; the client's `Host` is replaced, so the
+    // endpoint cannot be told a different host than the route matched.
+    let (a, b, weir) = two_hosts().await;
+    let addr = weir.listener_addr("main").unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET http://A.test:8080/x?q=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(b.count(), 0, "routed by the Host header");
+    let seen = &a.requests()[0];
+    assert_eq!(seen.headers["host"], "A.test:8080");
+    assert_eq!(seen.headers.get_all("host").iter().count(), 1);
+    assert_eq!(seen.headers["x-forwarded-host"], "A.test:8080");
+    assert_eq!(seen.uri, "/x?q=1", "origin-form upstream");
+}
+
+#[tokio::test]
+async fn invalid_host_values_are_400_and_never_reach_a_backend() {
+    let (a, b, weir) = two_hosts().await;
+    let addr = weir.listener_addr("main").unwrap();
+    for host in [
+        "user@a.test",
+        "a.test:80x",
+        "a.test/evil",
+        "[::1",
+        "a.test b.test",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        // A 400 closes the connection.
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "{host}: {text}");
+    }
+    assert_eq!(a.count() + b.count(), 0);
+}
+
 #[tokio::test]
 async fn missing_host_on_http11_is_400_and_never_reaches_a_backend() {
     let be = echo_backend("a").await;

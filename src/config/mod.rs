@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use crate::balance::Algorithm;
+pub use crate::retry::RetryConfig;
 pub use crate::tls::listener::{
     CertificateInfo, ClientAuth, ClientAuthConfig, ListenerTls, TlsVersion,
 };
@@ -318,42 +319,6 @@ pub struct HealthConfig {
     /// Percent (1–100) of available endpoints below which the pool
     /// balances over all endpoints (Envoy's panic mode); 0 = off.
     pub panic_threshold: u8,
-}
-
-/// A pool's `retries:` block. See `crate::retry` for the exact rules.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryConfig {
-    /// Total attempts including the first (1 = no retries). Default 2.
-    pub attempts: u32,
-    /// Response statuses that make an idempotent, replayable request retry.
-    /// Default none.
-    pub on_statuses: Vec<u16>,
-    /// Request bodies up to this many bytes (with a known length) are
-    /// buffered so they can be replayed. Default 65536.
-    pub max_replay_body: u64,
-    /// Retries may add at most this fraction of the pool's request rate.
-    /// Default 0.2.
-    pub budget_ratio: f64,
-    /// Retries per second always allowed on top of the ratio. Default 10.
-    pub budget_min_per_second: u32,
-    /// First backoff (full jitter). Default 10ms.
-    pub backoff_base: Duration,
-    /// Backoff cap; also the longest `Retry-After` honoured. Default 250ms.
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            attempts: 2,
-            on_statuses: Vec::new(),
-            max_replay_body: 64 * 1024,
-            budget_ratio: 0.2,
-            budget_min_per_second: 10,
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(250),
-        }
-    }
 }
 
 /// `balance:` and its options.

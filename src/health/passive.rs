@@ -55,6 +55,62 @@ pub enum Outcome {
     Status(u16),
 }
 
+impl Outcome {
+    /// What an ejection caused by this outcome is counted as; `None` for
+    /// [`Outcome::Success`], which never ejects.
+    pub fn ejection_reason(self) -> Option<EjectionReason> {
+        match self {
+            Outcome::Success => None,
+            Outcome::ConnectError => Some(EjectionReason::ConnectError),
+            Outcome::Reset => Some(EjectionReason::Reset),
+            Outcome::Timeout => Some(EjectionReason::Timeout),
+            Outcome::Status(_) => Some(EjectionReason::Status),
+        }
+    }
+}
+
+/// The failure that triggered an ejection; also the `reason` label of
+/// `weir_upstream_ejections_total`, indexed by [`EjectionReason::index`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum EjectionReason {
+    /// The connection (or the HTTP handshake) to the endpoint failed.
+    ConnectError = 0,
+    /// The connection was reset or closed before a response head.
+    Reset = 1,
+    /// Connect or response-header timeout.
+    Timeout = 2,
+    /// A status in `failure_statuses`.
+    Status = 3,
+}
+
+impl EjectionReason {
+    /// How many reasons there are: the length of the metric arrays.
+    pub const COUNT: usize = 4;
+    /// Every reason, in index order.
+    pub const ALL: [EjectionReason; EjectionReason::COUNT] = [
+        EjectionReason::ConnectError,
+        EjectionReason::Reset,
+        EjectionReason::Timeout,
+        EjectionReason::Status,
+    ];
+
+    /// The position in [`EjectionReason::ALL`] and in the metric arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric and log label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EjectionReason::ConnectError => "connect_error",
+            EjectionReason::Reset => "reset",
+            EjectionReason::Timeout => "timeout",
+            EjectionReason::Status => "status",
+        }
+    }
+}
+
 /// A set of HTTP status codes (100..=999), as a fixed bitset so the
 /// request path tests membership with one shift and mask.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -279,6 +335,24 @@ mod tests {
             last = record(cell, Outcome::ConnectError, now, p, alone);
         }
         last
+    }
+
+    #[test]
+    fn ejection_reasons_index_all_and_keep_their_labels() {
+        for (i, r) in EjectionReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let labels = EjectionReason::ALL.map(EjectionReason::as_str);
+        assert_eq!(labels, ["connect_error", "reset", "timeout", "status"]);
+        let reason = |o: Outcome| o.ejection_reason();
+        assert_eq!(reason(Outcome::Success), None);
+        assert_eq!(
+            reason(Outcome::ConnectError),
+            Some(EjectionReason::ConnectError)
+        );
+        assert_eq!(reason(Outcome::Reset), Some(EjectionReason::Reset));
+        assert_eq!(reason(Outcome::Timeout), Some(EjectionReason::Timeout));
+        assert_eq!(reason(Outcome::Status(503)), Some(EjectionReason::Status));
     }
 
     #[test]

@@ -535,3 +535,134 @@ fn selector_options(config: &BalanceConfig) -> SelectorOptions {
         decay: config.peak_ewma.decay,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+    use crate::health::Health;
+
+    const ALGORITHMS: [&str; 3] = ["round_robin", "least_connections", "power_of_two_choices"];
+
+    /// A pool `p` over `n` endpoints (127.0.0.1:1001, :1002, …), with
+    /// `extra` added to its keys.
+    fn pool(n: u16, extra: &str) -> Pool {
+        let eps: String = (1..=n)
+            .map(|i| format!("      - address: \"127.0.0.1:{}\"\n", 1000 + i))
+            .collect();
+        let yaml = format!(
+            "listeners:\n  - name: main\n    bind: \"127.0.0.1:1\"\n\
+             routes:\n  - pool: p\n\
+             pools:\n  - name: p\n{extra}    endpoints:\n{eps}"
+        );
+        let config = crate::Config::from_yaml(&yaml, "test.yaml").unwrap();
+        Pool::new(&config.pools[0], None, &Metrics::new().unwrap())
+    }
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1000 + i))
+    }
+
+    fn set_down(pool: &Pool, i: u16) {
+        let set = pool.backends();
+        let b = set.backends().iter().find(|b| b.addr() == addr(i)).unwrap();
+        b.health().set_active(Health::Unhealthy);
+    }
+
+    /// The endpoints 100 picks excluding `tried` went to; `None` for a
+    /// failed pick.
+    fn picks(pool: &Pool, tried: &[SocketAddr]) -> Vec<Option<SocketAddr>> {
+        let now = Instant::now();
+        (0..100)
+            .map(|_| {
+                let lease = pool.pick_excluding(now, tried).ok();
+                lease.map(|l| l.backend().addr())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn excluding_the_only_endpoint_fails_and_counts_no_endpoint() {
+        for algorithm in ALGORITHMS {
+            let p = pool(1, &format!("    balance: {algorithm}\n"));
+            assert!(p.pick(Instant::now()).is_ok(), "{algorithm}");
+            let before = p.metrics().no_endpoint.get();
+            let err = p.pick_excluding(Instant::now(), &[addr(1)]).unwrap_err();
+            assert!(matches!(err, ProxyError::NoEndpoint { .. }), "{algorithm}");
+            assert_eq!(p.metrics().no_endpoint.get(), before + 1, "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn excluding_all_but_one_always_picks_that_one() {
+        for algorithm in ALGORITHMS {
+            let p = pool(4, &format!("    balance: {algorithm}\n"));
+            let got = picks(&p, &[addr(1), addr(2), addr(4)]);
+            assert!(
+                got.iter().all(|a| *a == Some(addr(3))),
+                "{algorithm}: {got:?}"
+            );
+            let none = picks(&p, &[addr(1), addr(2), addr(3), addr(4)]);
+            assert!(none.iter().all(Option::is_none), "{algorithm}");
+        }
+    }
+
+    #[test]
+    fn excluding_some_spreads_over_the_rest() {
+        let p = pool(3, "");
+        let got = picks(&p, &[addr(2)]);
+        assert!(got.iter().all(|a| matches!(*a, Some(a) if a != addr(2))));
+        for i in [1, 3] {
+            assert!(got.contains(&Some(addr(i))), "{i} never picked");
+        }
+    }
+
+    #[test]
+    fn unavailable_endpoints_are_never_picked_even_when_the_rest_are_tried() {
+        for algorithm in ALGORITHMS {
+            let p = pool(3, &format!("    balance: {algorithm}\n"));
+            set_down(&p, 2);
+            let got = picks(&p, &[addr(1)]);
+            assert!(
+                got.iter().all(|a| *a == Some(addr(3))),
+                "{algorithm}: {got:?}"
+            );
+            set_down(&p, 3);
+            // Only the tried endpoint is available.
+            assert!(
+                picks(&p, &[addr(1)]).iter().all(Option::is_none),
+                "{algorithm}"
+            );
+            assert!(p.pick(Instant::now()).is_ok());
+        }
+    }
+
+    #[test]
+    fn in_panic_mode_unavailable_endpoints_count_but_tried_ones_never_do() {
+        // Three of four down is 25% available, under the 50% threshold.
+        let p = pool(4, "    health:\n      panic_threshold: 50\n");
+        for i in [2, 3, 4] {
+            set_down(&p, i);
+        }
+        let got = picks(&p, &[addr(1)]);
+        assert!(p.in_panic());
+        assert!(got.iter().all(|a| a.is_some() && *a != Some(addr(1))));
+        for i in [2, 3, 4] {
+            assert!(got.contains(&Some(addr(i))), "{i} never picked");
+        }
+        let got = picks(&p, &[addr(1), addr(2), addr(3)]);
+        assert!(got.iter().all(|a| *a == Some(addr(4))), "{got:?}");
+        let all: Vec<SocketAddr> = (1..=4).map(addr).collect();
+        assert!(picks(&p, &all).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn without_panic_mode_the_same_pool_has_no_endpoint_to_retry_on() {
+        let p = pool(4, "");
+        for i in [2, 3, 4] {
+            set_down(&p, i);
+        }
+        assert!(picks(&p, &[addr(1)]).iter().all(Option::is_none));
+        assert!(!p.in_panic());
+    }
+}
