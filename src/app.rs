@@ -37,9 +37,17 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// Metric registration failed (a bug: names collide).
+    /// Metric registration failed (a bug: names collide). The registry's
+    /// error is part of the message, not a `source`, so an error chain
+    /// names it once.
     #[error("metrics registry: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(prometheus::Error),
+}
+
+impl From<prometheus::Error> for StartError {
+    fn from(e: prometheus::Error) -> StartError {
+        StartError::Metrics(e)
+    }
 }
 
 /// A running weir instance.

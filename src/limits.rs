@@ -146,14 +146,9 @@ impl std::fmt::Display for ClientBodyError {
     }
 }
 
-impl std::error::Error for ClientBodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientBodyError::Read(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// No `source`: the read error is part of the message, so an error chain
+/// names it once.
+impl std::error::Error for ClientBodyError {}
 
 /// Watches one streamed request body: counts its bytes, stops it past the
 /// size limit, and fails it when no bytes arrive for the read timeout.

@@ -637,7 +637,7 @@ fn record_passive<T>(
         Ok((res, _)) => (Outcome::Status(res.status().as_u16()), 3),
         Err(e) => match &e.error {
             ProxyError::Connect { .. } => (Outcome::ConnectError, 0),
-            ProxyError::Upstream { source, .. } if caused_by_client_body(source) => return,
+            ProxyError::Upstream { error, .. } if caused_by_client_body(error) => return,
             ProxyError::Upstream { .. } => (Outcome::Reset, 1),
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 (Outcome::Timeout, 2)

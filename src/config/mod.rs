@@ -464,9 +464,9 @@ impl Config {
     /// are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: origin.clone(),
-            source,
+            error,
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
         Self::from_yaml_in(&text, &origin, Some(base.unwrap_or(Path::new("."))))
