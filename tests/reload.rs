@@ -697,8 +697,8 @@ async fn file_watcher_applies_in_place_writes_and_atomic_renames_within_a_second
     assert!(took < Duration::from_secs(1), "atomic rename: {took:?}");
     assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
 
-    // A file next to the config changes: the content-hash filter skips
-    // the reload (a skipped reload is not counted; a reread one would be).
+    // A file next to the config changes: the watcher ignores it (a reload
+    // would be counted, even one that found nothing changed).
     // A negative check needs a bounded wait, here well past the debounce.
     let (success, failure, _) = reload_metrics(&weir).await;
     std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
