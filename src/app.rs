@@ -42,9 +42,17 @@ pub enum StartError {
     /// The first apply failed for a reason a reload could also hit.
     #[error(transparent)]
     Reload(ReloadError),
-    /// Metric registration failed (a bug: names collide).
+    /// Metric registration failed (a bug: names collide). The registry's
+    /// error is part of the message, not a `source`, so an error chain
+    /// names it once.
     #[error("metrics registry: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(prometheus::Error),
+}
+
+impl From<prometheus::Error> for StartError {
+    fn from(e: prometheus::Error) -> StartError {
+        StartError::Metrics(e)
+    }
 }
 
 impl StartError {

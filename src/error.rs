@@ -46,12 +46,13 @@ pub enum ProxyError {
         pool: Arc<str>,
     },
     /// TCP connect failed (refused, unreachable, reset).
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed: {error}")]
     Connect {
         /// The endpoint.
         addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, not a `source`, so an error
+        /// chain names it once).
+        error: std::io::Error,
     },
     /// TCP connect did not finish in time.
     #[error("connect to {addr} timed out after {timeout:?}")]
@@ -63,12 +64,12 @@ pub enum ProxyError {
     },
     /// The upstream connection failed or spoke invalid HTTP before sending
     /// response headers.
-    #[error("upstream {addr} failed: {source}")]
+    #[error("upstream {addr} failed: {error}")]
     Upstream {
         /// The endpoint.
         addr: SocketAddr,
-        /// hyper's description.
-        source: hyper::Error,
+        /// hyper's description (part of the message, not a `source`).
+        error: hyper::Error,
     },
     /// No response headers within the pool's `response_header` timeout.
     #[error("upstream {addr} sent no response headers within {timeout:?}")]
@@ -84,8 +85,8 @@ impl ProxyError {
     /// Reclassifies an upstream failure caused by the client's own request
     /// body (see [`ClientBodyError`]) as a client error.
     pub fn blame_client_body(self) -> ProxyError {
-        if let ProxyError::Upstream { source, .. } = &self {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        if let ProxyError::Upstream { error, .. } = &self {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
             while let Some(e) = cause {
                 if let Some(b) = e.downcast_ref::<ClientBodyError>() {
                     return ProxyError::ClientBody(b.fault());
@@ -224,14 +225,9 @@ impl std::fmt::Display for ClientBodyError {
     }
 }
 
-impl std::error::Error for ClientBodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientBodyError::Read(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// No `source`: the read error is part of the message, so an error chain
+/// names it once.
+impl std::error::Error for ClientBodyError {}
 
 #[cfg(test)]
 mod tests {
@@ -259,7 +255,7 @@ mod tests {
             (
                 ProxyError::Connect {
                     addr: addr(),
-                    source: refused(),
+                    error: refused(),
                 },
                 502,
             ),
@@ -287,7 +283,7 @@ mod tests {
     fn client_message_hides_endpoint_addresses() {
         let err = ProxyError::Connect {
             addr: addr(),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         };
         assert!(!err.client_message().contains("127.0.0.1"));
         assert!(err.to_string().contains("127.0.0.1:9"));

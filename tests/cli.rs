@@ -219,3 +219,22 @@ async fn demo_serves_three_backends_in_turn() {
     }
     assert_eq!(names.len(), 3, "round robin over three backends: {names:?}");
 }
+
+/// A missing config file is an exit 1 naming the path and the OS error
+/// once (the error chain used to repeat it), for `run` and `check`.
+#[test]
+fn a_missing_config_file_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.yaml");
+    for command in ["run", "check"] {
+        let out = weir().args([command, "-c"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("cannot read"))
+            .unwrap_or_else(|| panic!("{command}: {stderr}"));
+        assert!(line.contains(&path.display().to_string()), "{line}");
+        assert_eq!(line.matches("os error").count(), 1, "{command}: {line}");
+    }
+}

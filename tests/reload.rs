@@ -5,7 +5,10 @@
 //! reloads; listeners come and go while unchanged ones keep their socket;
 //! every trigger works (file watcher on in-place writes, renames and
 //! ConfigMap-style symlink swaps, `POST /reload`, SIGHUP to the real
-//! binary); and the admin address cannot move without a restart.
+//! binary); the admin address cannot move without a restart; and the
+//! watcher reacts to its own files only: a busy neighbour file or a config
+//! rewritten without pause does not delay an edit past a second, an idle
+//! weir opens none of its files, and one bad write is one failed reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -695,8 +698,8 @@ async fn file_watcher_applies_in_place_writes_and_atomic_renames_within_a_second
     assert!(took < Duration::from_secs(1), "atomic rename: {took:?}");
     assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
 
-    // A file next to the config changes: the content-hash filter skips
-    // the reload (a skipped reload is not counted; a reread one would be).
+    // A file next to the config changes: the watcher ignores it (a reload
+    // would be counted, even one that found nothing changed).
     // A negative check needs a bounded wait, here well past the debounce.
     let (success, failure, _) = reload_metrics(&weir).await;
     std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
@@ -906,5 +909,254 @@ async fn reload_that_moves_the_admin_listener_is_refused_and_the_old_config_keep
     assert_eq!(
         hit(&client(), addr, "/").await,
         (StatusCode::OK, "a".into())
+    );
+}
+
+// ---- 8. what the watcher reacts to ----
+
+/// Runs `step` every `every` on a thread of its own until dropped (also
+/// when the test fails); dropping waits for the thread to stop.
+struct Every {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Every {
+    fn spawn(every: Duration, mut step: impl FnMut() + Send + 'static) -> Every {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                step();
+                std::thread::sleep(every);
+            }
+        });
+        Every {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Every {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn file_watcher_applies_an_edit_within_a_second_while_a_neighbour_file_is_written_every_20_ms(
+) {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, one_pool(&[a.addr], "v1")).unwrap();
+    let weir = weir::Weir::start_from_file(&path).await.unwrap();
+    let addr = weir.listener_addr("main").unwrap();
+    let c = client();
+    assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
+
+    // A log file next to the config, appended every 20 ms.
+    let mut log = std::fs::File::create(dir.path().join("app.log")).unwrap();
+    let _noise = Every::spawn(Duration::from_millis(20), move || {
+        use std::io::Write as _;
+        writeln!(log, "a log line").unwrap();
+    });
+    // The noise is well under way (several debounce windows) before the edit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (v, backend) in [("v2", &b), ("v3", &a)] {
+        let text = one_pool(&[backend.addr], v);
+        let t0 = Instant::now();
+        std::fs::write(&path, &text).unwrap();
+        let took = applied(&weir, v, &hash_of(&text), t0).await;
+        assert!(took < Duration::from_secs(1), "{v} under noise: {took:?}");
+        assert_eq!(
+            hit(&c, addr, "/").await,
+            (StatusCode::OK, backend.name.to_owned())
+        );
+    }
+    // Nothing but the two edits was reloaded: the log file is not the config.
+    let (success, failure, _) = reload_metrics(&weir).await;
+    assert_eq!((success, failure), (3.0, 0.0));
+}
+
+#[tokio::test]
+async fn file_watcher_applies_a_config_that_is_rewritten_without_pause_within_a_second() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, one_pool(&[a.addr], "v1")).unwrap();
+    let weir = weir::Weir::start_from_file(&path).await.unwrap();
+    let addr = weir.listener_addr("main").unwrap();
+    let c = client();
+    assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "a".into()));
+
+    // Events on the config itself never pause for a debounce window.
+    let text = one_pool(&[b.addr], "v2");
+    let t0 = Instant::now();
+    let (target, replacement) = (path.clone(), text.clone());
+    // Replaced by rename, so that no read sees a half-written file.
+    let _writer = Every::spawn(Duration::from_millis(20), move || {
+        write_atomic(&target, &replacement);
+    });
+    let took = applied(&weir, "v2", &hash_of(&text), t0).await;
+    assert!(took < Duration::from_secs(1), "rewritten config: {took:?}");
+    assert_eq!(hit(&c, addr, "/").await, (StatusCode::OK, "b".into()));
+}
+
+/// A self-signed certificate for `app.test`, as PEM certificate and key
+/// files `app.crt` and `app.key` in `dir`; returns their paths.
+fn write_self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["app.test".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("app.crt"), dir.join("app.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// `one_pool` with a TLS listener `tls` (certificate `app.crt`) next to
+/// `main`.
+fn one_pool_with_tls(endpoints: &[SocketAddr], note: &str) -> String {
+    one_pool(endpoints, note).replacen(
+        "listeners:\n",
+        "listeners:\n  - name: tls\n    bind: \"127.0.0.1:0\"\n    tls:\n      \
+         certificates: [{cert: app.crt, key: app.key}]\n",
+        1,
+    )
+}
+
+/// The two 5-second negative checks below, run side by side so that the
+/// suite waits once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_five_seconds_an_idle_weir_opens_none_of_its_files_and_a_bad_write_fails_one_reload() {
+    tokio::join!(
+        an_idle_weir_opens_none_of_its_files_over_five_seconds(),
+        one_bad_write_is_one_failed_reload_and_one_error_line_in_the_real_binary(),
+    );
+}
+
+/// Without inotify's open events there is nothing to count.
+#[cfg(not(target_os = "linux"))]
+async fn an_idle_weir_opens_none_of_its_files_over_five_seconds() {}
+
+/// Inotify (Linux) reports every open of a file in a watched directory, so
+/// a watch of our own counts weir's opens of its config and TLS files. The
+/// test's own read of the certificate is the positive control (the count
+/// can see an open) and an open weir itself must not react to.
+#[cfg(target_os = "linux")]
+async fn an_idle_weir_opens_none_of_its_files_over_five_seconds() {
+    use notify::event::{AccessKind, EventKind};
+    use notify::Watcher as _;
+    let a = echo_backend("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_self_signed(dir.path());
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, one_pool_with_tls(&[a.addr], "v1")).unwrap();
+    let weir = weir::Weir::start_from_file(&path).await.unwrap();
+    assert!(weir.listener_addr("tls").is_some());
+    let addr = weir.listener_addr("main").unwrap();
+    assert_eq!(
+        hit(&client(), addr, "/").await,
+        (StatusCode::OK, "a".into())
+    );
+
+    let (tx, rx) = std::sync::mpsc::channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            let _ = tx.send(ev);
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(dir.path(), notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    let opened = |ev: &notify::Event, file: &Path| {
+        matches!(ev.kind, EventKind::Access(AccessKind::Open(_)))
+            && ev.paths.iter().any(|p| p == file)
+    };
+    std::fs::read(&cert).unwrap();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events.iter().any(|ev| opened(ev, &cert)) {
+        assert!(Instant::now() < deadline, "our own open was not seen");
+        events.extend(rx.try_iter());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A negative check needs a bounded wait: 5 s of idling (weir used to
+    // reopen everything several times a second).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    events.extend(rx.try_iter());
+    let opens: Vec<&notify::Event> = events
+        .iter()
+        .filter(|ev| [&path, &cert, &key].iter().any(|f| opened(ev, f)))
+        .collect();
+    assert_eq!(opens.len(), 1, "only our own open, not: {opens:#?}");
+    assert_eq!(weir.shared().snapshot().version, 1);
+}
+
+/// The admin address from a JSON `admin listening` line.
+fn address_of(line: &serde_json::Value) -> SocketAddr {
+    line["address"].as_str().unwrap().parse().unwrap()
+}
+
+/// One bad write to the watched file fails one reload: one ERROR line and
+/// one failure in `/metrics` over 5 s, not a retry loop. Writing the
+/// running content back clears the failure.
+async fn one_bad_write_is_one_failed_reload_and_one_error_line_in_the_real_binary() {
+    let a = echo_backend("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    let good = one_pool(&[a.addr], "v1");
+    std::fs::write(&path, &good).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let mut logs = Logs::capture(&mut child.0);
+    let addr = address_of(&logs.wait_for("listening").await);
+    let admin = address_of(&logs.wait_for("admin listening").await);
+
+    std::fs::write(&path, "listeners: [oops\n").unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut errors = Vec::new();
+    while let Ok(line) = tokio::time::timeout_at(end, logs.0.recv()).await {
+        let line = line.expect("weir exited");
+        if line["level"] == "ERROR" {
+            errors.push(line);
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0]["message"],
+        "config reload failed; the running config keeps serving"
+    );
+    let s = scrape_at(admin).await;
+    let failures = sample(&s, "weir_config_reloads_total", &[("result", "failure")]);
+    assert_eq!(failures, Some(1.0));
+    assert_eq!(
+        hit(&client(), addr, "/").await,
+        (StatusCode::OK, "a".into())
+    );
+
+    std::fs::write(&path, &good).unwrap();
+    logs.wait_for("config reloaded: no change").await;
+    let s = scrape_at(admin).await;
+    assert_eq!(
+        sample(&s, "weir_config_last_reload_success", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "weir_config_reloads_total", &[("result", "failure")]),
+        Some(1.0)
     );
 }

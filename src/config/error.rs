@@ -15,12 +15,14 @@ use std::fmt::Write as _;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The path that was read.
         path: String,
-        /// The underlying IO error.
-        source: std::io::Error,
+        /// The underlying IO error. Part of the message rather than a
+        /// `source`: reload results show the message alone, and a source
+        /// would make the binary's error chain print it twice.
+        error: std::io::Error,
     },
 
     /// The document is not valid YAML or does not fit the schema (unknown

@@ -435,12 +435,32 @@ impl Config {
     /// are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: origin.clone(),
-            source,
+            error,
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
         Self::from_yaml_in(&text, &origin, Some(base.unwrap_or(Path::new("."))))
+    }
+
+    /// Whether the YAML at `path` and every TLS file this config names
+    /// still hash to [`Config::hash`]. The files are read as bytes and
+    /// nothing is parsed or validated: the reloader's cheap check for a
+    /// change made between a load and the start of a watch.
+    pub fn matches_files(&self, path: &Path) -> bool {
+        let Ok(text) = std::fs::read(path) else {
+            return false;
+        };
+        let mut files = Vec::new();
+        for f in self.tls_files() {
+            match std::fs::read(f) {
+                Ok(bytes) => files.push(bytes),
+                Err(_) => return false,
+            }
+        }
+        let mut parts: Vec<&[u8]> = vec![&text];
+        parts.extend(files.iter().map(Vec::as_slice));
+        hash_parts(&parts) == self.hash
     }
 
     /// Every certificate, key and CA file the config names: the reloader

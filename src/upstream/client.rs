@@ -166,7 +166,7 @@ impl ConnPool {
                         Err(SendError {
                             error: ProxyError::Upstream {
                                 addr: self.addr,
-                                source: e.into_error(),
+                                error: e.into_error(),
                             },
                             unsent,
                         })
@@ -205,7 +205,7 @@ impl ConnPool {
                                 return Err(SendError {
                                     error: ProxyError::Upstream {
                                         addr: self.addr,
-                                        source: e.into_error(),
+                                        error: e.into_error(),
                                     },
                                     unsent,
                                 })
@@ -272,16 +272,16 @@ impl ConnPool {
         let handshake = tls.connect(self.addr, stream, false);
         match tokio::time::timeout(settings.connect_timeout, handshake).await {
             Ok(Ok(s)) => Ok(MaybeTls::Tls(Box::new(s))),
-            Ok(Err(source)) => {
+            Ok(Err(error)) => {
                 tracing::warn!(
                     endpoint = %self.addr,
                     server_name = tls.sni.as_deref().unwrap_or("<endpoint ip>"),
-                    error = %source,
+                    error = %error,
                     "upstream TLS handshake failed"
                 );
                 Err(ProxyError::Connect {
                     addr: self.addr,
-                    source,
+                    error,
                 })
             }
             Err(_) => Err(ProxyError::ConnectTimeout {
@@ -298,9 +298,9 @@ impl ConnPool {
                 addr: self.addr,
                 timeout: settings.connect_timeout,
             })?
-            .map_err(|source| ProxyError::Connect {
+            .map_err(|error| ProxyError::Connect {
                 addr: self.addr,
-                source,
+                error,
             })?;
         // Latency over Nagle: requests and responses are small and
         // written whole.
@@ -316,9 +316,9 @@ impl ConnPool {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ProxyError::Upstream {
+            .map_err(|error| ProxyError::Upstream {
                 addr: self.addr,
-                source,
+                error,
             })?;
         let addr = self.addr;
         tokio::spawn(async move {
@@ -347,9 +347,9 @@ impl ConnPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ProxyError::Upstream {
+            .map_err(|error| ProxyError::Upstream {
                 addr: self.addr,
-                source,
+                error,
             })?;
         let addr = self.addr;
         tokio::spawn(async move {

@@ -198,8 +198,14 @@ pub async fn admin_get(weir: &weir::Weir, path: &str) -> (http::StatusCode, Stri
 
 /// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
 pub async fn scrape(weir: &weir::Weir) -> prometheus_parse::Scrape {
-    let (status, text) = admin_get(weir, "/metrics").await;
-    assert_eq!(status, http::StatusCode::OK);
+    scrape_at(weir.admin_addr()).await
+}
+
+/// [`scrape`] for the admin listener at `admin` (a weir in another process).
+pub async fn scrape_at(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (parts, body) = send(&client(), get(admin, "admin", "/metrics")).await;
+    assert_eq!(parts.status, http::StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 

@@ -1,15 +1,18 @@
 //! Hot reload: parse → validate → diff → build → one atomic swap.
 //!
-//! Three triggers feed one reloader task, so reloads never overlap: a file
-//! watcher, SIGHUP, and `POST /reload` on the admin listener (which waits for
-//! the result). The watcher watches the config file's *directory*, not the
-//! file, because editors and deploy tools replace files by rename and
-//! Kubernetes swaps a ConfigMap by re-pointing a `..data` symlink; either
-//! way the watched inode of the file itself would go stale. Bursts of events
-//! are debounced, and a reload whose file content hash equals the running
-//! one is skipped, so unrelated files in the directory cost one read
-//! (unless the last reload failed: then the next event rereads the file,
-//! so restoring the running config clears the failure).
+//! Three triggers feed one reloader task (module `watch`), so reloads never
+//! overlap: a file watcher, SIGHUP, and `POST /reload` on the admin listener
+//! (which waits for the result). The watcher watches the directories the
+//! config file and its certificate, key and CA files are named in, and
+//! reacts only to changes (not opens or reads) of those files, or of a
+//! symlink they resolve through (a Kubernetes ConfigMap's `..data`); other
+//! files in those directories are ignored. A burst of relevant events is
+//! debounced: the files are reread 150 ms after the last relevant event,
+//! and at most 600 ms after the first. A reread whose content hash equals
+//! the running config's is skipped. A file that fails to load fails one
+//! reload and is not retried until it changes again; after a failure the
+//! next change reloads even when it restores the running content, so that
+//! clears the failure. The exact rules are in the `watch` module.
 //!
 //! The transaction (`Control::apply`):
 //!
@@ -33,17 +36,20 @@
 //!
 //! Certificate, key and CA files are part of the config: they are read
 //! during validation, and their bytes are in the config's equality and
-//! content hash. The watcher also watches the directory of every such file
-//! of the running config, so replacing a certificate on disk reloads. A
-//! listener is identified by name and bind address: when only its `tls:`
-//! settings or files changed, its socket and open connections stay, and its
-//! new rustls config is swapped in for the next handshakes.
+//! content hash. The watcher also watches every such file of the running
+//! config, so replacing a certificate on disk reloads. A listener is
+//! identified by name and bind address: when only its `tls:` settings or
+//! files changed, its socket and open connections stay, and its new rustls
+//! config is swapped in for the next handshakes.
+
+mod watch;
+
+pub(crate) use watch::spawn;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -290,6 +296,24 @@ impl Control {
             pool: Arc::clone(pool),
             cancel,
         }
+    }
+
+    /// Reads the config file once and applies it unless it hashes to the
+    /// running config (then nothing is logged or counted: the watcher saw
+    /// a touch, not a change). `force` applies it anyway, so that after a
+    /// failed reload restoring the running content counts as a success.
+    pub(crate) async fn reload_file_if_changed(
+        &self,
+        force: bool,
+    ) -> Option<Result<ReloadSummary, ReloadError>> {
+        let path = self.path.as_deref()?;
+        let loaded = Config::load(path);
+        if let Ok(c) = &loaded {
+            if !force && c.hash == self.shared.snapshot().config.hash {
+                return None;
+            }
+        }
+        Some(self.apply_loaded(loaded).await)
     }
 
     /// Reads the config file (once) and applies it.
@@ -539,235 +563,4 @@ impl ReloadHandle {
             .map_err(|_| ReloadError::ShuttingDown)?;
         rx.await.map_err(|_| ReloadError::ShuttingDown)?
     }
-}
-
-/// Quiet time after the last file event before reloading: editors write in
-/// several steps, and a ConfigMap update is several renames.
-const DEBOUNCE: Duration = Duration::from_millis(150);
-
-/// Spawns the reloader task (file watcher, SIGHUP, API requests) and returns
-/// the handle for API requests.
-///
-/// The watcher and the SIGHUP handler are installed here, before this
-/// returns, not when the task first runs: an edit or a SIGHUP that arrives
-/// right after startup must not be missed (or, for SIGHUP, kill the process
-/// with the default action). The task's first act is to compare the file
-/// with the running config (as of now), covering edits made between the
-/// startup read and the watch starting.
-pub(crate) fn spawn(
-    control: Arc<Control>,
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) -> ReloadHandle {
-    let (tx, rx) = mpsc::channel::<ReloadRequest>(8);
-    let (file_tx, file_events) = mpsc::channel::<()>(1);
-    let watcher = control
-        .path
-        .as_deref()
-        .and_then(|p| watch(p, file_tx, &control.shared.snapshot().config));
-    let hup = hangup_signal();
-    // Checked now, with the watcher already in place, so that an edit after
-    // this point is seen by the watcher and one before it by this check.
-    let changed_at_start = file_changed(&control);
-    tasks.spawn(run(
-        control,
-        rx,
-        file_events,
-        watcher,
-        hup,
-        changed_at_start,
-        cancel,
-    ));
-    ReloadHandle { tx }
-}
-
-async fn run(
-    control: Arc<Control>,
-    mut requests: mpsc::Receiver<ReloadRequest>,
-    mut file_events: mpsc::Receiver<()>,
-    // Kept alive for as long as this task runs.
-    mut watcher: Option<Watch>,
-    mut hup: Hangup,
-    changed_at_start: bool,
-    cancel: CancellationToken,
-) {
-    // Whether the last reload failed. A failed reload leaves the running
-    // config's hash in place, so after a failure the file must be reread
-    // on the next event even when it matches the running config again:
-    // restoring a deleted file, or undoing a bad edit, is a successful
-    // reload and must clear `weir_config_last_reload_success = 0`.
-    let mut failed = false;
-    if changed_at_start {
-        tracing::info!("config file changed during startup; reloading");
-        failed = reload(&control, &mut watcher).await.is_err();
-    }
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            req = requests.recv() => {
-                let Some(reply) = req else { return };
-                let result = reload(&control, &mut watcher).await;
-                failed = result.is_err();
-                let _ = reply.send(result);
-            }
-            Some(()) = file_events.recv() => {
-                // Debounce: wait until events stop for DEBOUNCE.
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(DEBOUNCE) => break,
-                        Some(()) = file_events.recv() => {}
-                    }
-                }
-                if failed || file_changed(&control) {
-                    tracing::info!("config file changed; reloading");
-                    failed = reload(&control, &mut watcher).await.is_err();
-                }
-            }
-            _ = recv_signal(&mut hup) => {
-                tracing::info!("SIGHUP; reloading");
-                failed = reload(&control, &mut watcher).await.is_err();
-            }
-        }
-    }
-}
-
-/// Reloads the file, then points the watcher at the directories of the
-/// (possibly new) running config's TLS files.
-async fn reload(
-    control: &Control,
-    watcher: &mut Option<Watch>,
-) -> Result<ReloadSummary, ReloadError> {
-    let result = control.reload_file().await;
-    if let Some(w) = watcher {
-        w.sync(&control.shared.snapshot().config);
-    }
-    result
-}
-
-/// Whether the file, or a certificate, key or CA file it names, differs
-/// from the running config (the filter for directory events about other
-/// files). The config is loaded and validated to see its TLS files, and the
-/// full content hash is compared. A config that does not load counts as
-/// changed, so the reload reports the error.
-fn file_changed(control: &Control) -> bool {
-    let Some(path) = control.path.as_deref() else {
-        return false;
-    };
-    match Config::load(path) {
-        Ok(config) => config.hash != control.shared.snapshot().config.hash,
-        Err(_) => true,
-    }
-}
-
-/// The file watcher and the directories it watches: the config file's, and
-/// those of every TLS file of the running config.
-struct Watch {
-    watcher: notify::RecommendedWatcher,
-    config_dir: PathBuf,
-    dirs: BTreeSet<PathBuf>,
-}
-
-impl Watch {
-    /// Watches the directories `config` needs and stops watching the others
-    /// (the config file's own directory always stays).
-    fn sync(&mut self, config: &Config) {
-        use notify::Watcher as _;
-        let mut wanted: BTreeSet<PathBuf> = config
-            .tls_files()
-            .into_iter()
-            .map(|f| match f.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            })
-            .collect();
-        wanted.insert(self.config_dir.clone());
-        for gone in self.dirs.difference(&wanted) {
-            let _ = self.watcher.unwatch(gone);
-        }
-        let mut watching = BTreeSet::new();
-        for dir in wanted {
-            if self.dirs.contains(&dir) {
-                watching.insert(dir);
-                continue;
-            }
-            match self
-                .watcher
-                .watch(&dir, notify::RecursiveMode::NonRecursive)
-            {
-                Ok(()) => {
-                    watching.insert(dir);
-                }
-                Err(e) => tracing::warn!(
-                    dir = %dir.display(),
-                    error = %e,
-                    "cannot watch a certificate directory; reload with SIGHUP or POST /reload \
-                     after replacing certificates"
-                ),
-            }
-        }
-        self.dirs = watching;
-    }
-}
-
-fn watch(path: &Path, tx: mpsc::Sender<()>, config: &Config) -> Option<Watch> {
-    use notify::Watcher as _;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let handler = move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            // A full channel already holds a pending wake-up.
-            let _ = tx.try_send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP or POST /reload");
-        return None;
-    }
-    let mut w = Watch {
-        watcher,
-        dirs: BTreeSet::from([dir.clone()]),
-        config_dir: dir,
-    };
-    w.sync(config);
-    Some(w)
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
-
-#[cfg(unix)]
-fn hangup_signal() -> Hangup {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-#[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
-    None
-}
-
-#[cfg(unix)]
-async fn recv_signal(s: &mut Hangup) {
-    match s {
-        Some(sig) => {
-            if sig.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-#[cfg(not(unix))]
-async fn recv_signal(_: &mut Hangup) {
-    std::future::pending().await
 }
