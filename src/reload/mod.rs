@@ -564,3 +564,114 @@ impl ReloadHandle {
         rx.await.map_err(|_| ReloadError::ShuttingDown)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A config with pools given as `name: [ports]` (endpoints on
+    /// 127.0.0.1) and `extra` keys for every pool.
+    fn config(pools: &[(&str, &[u16])], extra: &str) -> Arc<Config> {
+        let mut yaml = String::from(
+            "listeners:\n  - name: main\n    bind: \"127.0.0.1:1\"\nroutes:\n  - pool: a\npools:\n",
+        );
+        for (name, ports) in pools {
+            yaml.push_str(&format!("  - name: {name}\n{extra}    endpoints:\n"));
+            for p in *ports {
+                yaml.push_str(&format!("      - address: \"127.0.0.1:{p}\"\n"));
+            }
+        }
+        Arc::new(Config::from_yaml(&yaml, "test.yaml").unwrap())
+    }
+
+    fn next(old: &Snapshot, config: Arc<Config>, metrics: &Metrics) -> Snapshot {
+        Snapshot::build(config, old.version + 1, Some(old), metrics)
+    }
+
+    #[test]
+    fn the_first_load_adds_every_pool_and_endpoint() {
+        let m = Metrics::new().unwrap();
+        let empty = Snapshot::empty(&m);
+        let first = next(&empty, config(&[("a", &[1, 2]), ("b", &[3])], ""), &m);
+        let s = diff(&empty, &first);
+        assert_eq!(s.pools_added, ["a", "b"]);
+        assert_eq!(
+            s.endpoints_added,
+            ["a/127.0.0.1:1", "a/127.0.0.1:2", "b/127.0.0.1:3"]
+        );
+        assert!(s.pools_removed.is_empty() && s.pools_changed.is_empty());
+        assert!(s.endpoints_removed.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_pool_is_the_same_instance_and_not_reported() {
+        let m = Metrics::new().unwrap();
+        let old = Snapshot::build(config(&[("a", &[1]), ("b", &[2])], ""), 1, None, &m);
+        let new = next(&old, config(&[("a", &[1]), ("b", &[2, 3])], ""), &m);
+        assert!(Arc::ptr_eq(&old.pools[0], &new.pools[0]));
+        assert!(!Arc::ptr_eq(&old.pools[1], &new.pools[1]));
+        let s = diff(&old, &new);
+        assert_eq!(s.pools_changed, ["b"]);
+        assert_eq!(s.endpoints_added, ["b/127.0.0.1:3"]);
+        assert!(s.pools_added.is_empty() && s.pools_removed.is_empty());
+    }
+
+    #[test]
+    fn changed_pools_report_endpoints_both_ways_and_removed_pools_all_theirs() {
+        let m = Metrics::new().unwrap();
+        let old = Snapshot::build(
+            config(&[("a", &[1, 2]), ("gone", &[7, 8])], ""),
+            1,
+            None,
+            &m,
+        );
+        let new = next(&old, config(&[("a", &[2, 3]), ("new", &[9])], ""), &m);
+        let s = diff(&old, &new);
+        assert_eq!(s.pools_added, ["new"]);
+        assert_eq!(s.pools_removed, ["gone"]);
+        assert_eq!(s.pools_changed, ["a"]);
+        assert_eq!(s.endpoints_added, ["a/127.0.0.1:3", "new/127.0.0.1:9"]);
+        assert_eq!(
+            s.endpoints_removed,
+            ["a/127.0.0.1:1", "gone/127.0.0.1:7", "gone/127.0.0.1:8"]
+        );
+    }
+
+    #[test]
+    fn a_settings_change_rebuilds_the_pool_but_keeps_its_endpoints() {
+        let m = Metrics::new().unwrap();
+        let old = Snapshot::build(config(&[("a", &[1, 2])], ""), 1, None, &m);
+        let new = next(
+            &old,
+            config(&[("a", &[1, 2])], "    balance: least_connections\n"),
+            &m,
+        );
+        let s = diff(&old, &new);
+        assert_eq!(s.pools_changed, ["a"]);
+        assert!(s.endpoints_added.is_empty() && s.endpoints_removed.is_empty());
+        // Same backends (health, load, connections) in the new instance.
+        let (before, after) = (old.pools[0].backends(), new.pools[0].backends());
+        for (b, a) in before.backends().iter().zip(after.backends()) {
+            assert!(Arc::ptr_eq(b, a));
+        }
+    }
+
+    #[test]
+    fn listeners_are_kept_by_name_and_address() {
+        let c = config(&[("a", &[1])], "");
+        let l = &c.listeners[0];
+        let moved = ListenerConfig {
+            bind: "127.0.0.1:2".parse().unwrap(),
+            ..l.clone()
+        };
+        let renamed = ListenerConfig {
+            name: "other".into(),
+            ..l.clone()
+        };
+        assert!(same_socket(l, &l.clone()));
+        assert!(!same_socket(l, &moved));
+        assert!(!same_socket(l, &renamed));
+    }
+}

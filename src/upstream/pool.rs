@@ -541,6 +541,7 @@ mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
     use crate::health::Health;
+    use std::collections::BTreeSet;
 
     const ALGORITHMS: [&str; 3] = ["round_robin", "least_connections", "power_of_two_choices"];
 
@@ -664,5 +665,94 @@ mod tests {
         }
         assert!(picks(&p, &[addr(1)]).iter().all(Option::is_none));
         assert!(!p.in_panic());
+    }
+
+    /// A pool `p` with static endpoint 1 (tier 0) and one DNS source whose
+    /// set the test writes: endpoints 2 and 3 at priority 1, 4 at 2.
+    fn tiered() -> Pool {
+        let p = pool(
+            1,
+            "    discovery:\n      - dns: {name: db.test, type: SRV}\n",
+        );
+        let mut set = EndpointSet::new();
+        set.insert(addr(2), 1, 1);
+        set.insert(addr(3), 1, 1);
+        set.insert(addr(4), 1, 2);
+        p.update_source(0, Some(&set));
+        p
+    }
+
+    fn distinct(picks: &[Option<SocketAddr>]) -> BTreeSet<Option<SocketAddr>> {
+        picks.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_lowest_tier_with_an_available_endpoint_takes_every_request() {
+        let p = tiered();
+        assert_eq!(p.backends().backends().len(), 4);
+        assert_eq!(distinct(&picks(&p, &[])), BTreeSet::from([Some(addr(1))]));
+        set_down(&p, 1);
+        let second = BTreeSet::from([Some(addr(2)), Some(addr(3))]);
+        assert_eq!(distinct(&picks(&p, &[])), second, "tier 1 shares the load");
+        set_down(&p, 2);
+        set_down(&p, 3);
+        assert_eq!(distinct(&picks(&p, &[])), BTreeSet::from([Some(addr(4))]));
+        set_down(&p, 4);
+        assert_eq!(distinct(&picks(&p, &[])), BTreeSet::from([None]));
+        // The first tier comes back and takes over again.
+        let set = p.backends();
+        let first = set.backends().iter().find(|b| b.addr() == addr(1)).unwrap();
+        first.health().set_active(Health::Healthy);
+        assert_eq!(distinct(&picks(&p, &[])), BTreeSet::from([Some(addr(1))]));
+    }
+
+    #[test]
+    fn a_retry_falls_through_to_the_next_tier() {
+        let p = tiered();
+        let got = distinct(&picks(&p, &[addr(1)]));
+        assert_eq!(got, BTreeSet::from([Some(addr(2)), Some(addr(3))]));
+        let got = distinct(&picks(&p, &[addr(1), addr(2), addr(3)]));
+        assert_eq!(got, BTreeSet::from([Some(addr(4))]));
+    }
+
+    #[test]
+    fn panic_mode_enters_below_the_threshold_and_leaves_at_the_next_recheck() {
+        let p = pool(4, "    health:\n      panic_threshold: 50\n");
+        let t0 = Instant::now();
+        p.pick(t0).unwrap();
+        assert!(!p.in_panic());
+        // 1 of 4 available is below 50 %: every endpoint takes traffic.
+        for i in [1, 2, 3] {
+            set_down(&p, i);
+        }
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let spread: BTreeSet<_> = (0..200)
+            .map(|_| p.pick(at(200)).unwrap().backend().addr())
+            .collect();
+        assert!(p.in_panic());
+        assert_eq!(spread.len(), 4, "balanced over all endpoints: {spread:?}");
+        // Recovered endpoints: the flag is recomputed at most every
+        // PANIC_RECHECK, so a burst of picks costs one scan.
+        let set = p.backends();
+        for b in set.backends() {
+            b.health().set_active(Health::Healthy);
+        }
+        p.pick(at(250)).unwrap();
+        assert!(p.in_panic(), "not rechecked within {PANIC_RECHECK:?}");
+        p.pick(at(300)).unwrap();
+        assert!(!p.in_panic(), "rechecked after {PANIC_RECHECK:?}");
+    }
+
+    #[test]
+    fn with_nothing_available_panic_is_checked_at_once_not_at_the_next_recheck() {
+        let p = pool(2, "    health:\n      panic_threshold: 50\n");
+        let t0 = Instant::now();
+        p.pick(t0).unwrap();
+        set_down(&p, 1);
+        set_down(&p, 2);
+        // Within the recheck interval, yet the pick succeeds in panic.
+        let lease = p.pick(t0 + Duration::from_millis(1));
+        assert!(lease.is_ok());
+        assert!(p.in_panic());
     }
 }
