@@ -5,27 +5,58 @@
 //! the pool's selector, and streams the request and response through pooled
 //! keep-alive connections.
 //!
+//! # Layers
+//!
+//! The top-level modules form layers. A module uses only modules of its own
+//! layer or below, and no two modules depend on each other, directly or
+//! through others; `tests/layers.rs` reads every `crate::` path in `src/`
+//! and fails on an upward import or a cycle. Bottom first:
+//!
+//! ```text
+//!  app, demo                    wiring and shutdown order; the demo backends    (2)
+//!  reload, admin                control plane: the only writers of shared state  (2)
+//!  server                       traffic listeners: accept, TLS handshake,
+//!                               protocol choice, connection drivers              (1)
+//!  proxy                        one request: route → admit → forward → respond   (1)
+//!  upstream, discovery,         pools, endpoints, upstream connections and the
+//!  probe, snapshot              request body; what writes endpoint sets (registry
+//!                               sources) and active health; the state requests read (4)
+//!  metrics, error, routing,     metric handles; ProxyError → status (one place);
+//!  limits                       host/path table; client and pool limits          (4)
+//!  config                       validated, immutable; plain data and TLS material (1)
+//!  tls, balance, retry, health  leaves: PEM/rustls configs and MaybeTls; pure
+//!                               selectors; retry rules and budget; health state,
+//!                               rise/fall tracker and passive ejection           (4)
+//! ```
+//!
+//! Pure code, with no IO and `now` passed in as a `tokio::time::Instant`
+//! value (so tests drive it with a paused clock): `balance`, `routing`,
+//! `retry`, `health`, and the decision functions of `proxy`
+//! ([`retry::decide_retry`]). `std::time::Instant` is banned by clippy's
+//! `disallowed-types`: all time is tokio's.
+//!
 //! # One request
 //!
 //! ```text
 //!  client ──TCP──► server::serve (accept loop, one task per connection)
 //!                    │  TLS handshake (server::tls) on TLS listeners
-//!                    │  first bytes peeked (TLS: ALPN) → hyper HTTP/1.1 + upgrades, or HTTP/2
+//!                    │  first bytes peeked (TLS: ALPN) → HTTP/1.1 + upgrades, or HTTP/2
 //!                    ▼
 //!                 proxy::handle
-//!                    1 Shared::snapshot()  ── ArcSwap load, guard dropped before any await
-//!                    2 routing::RoutingTable::resolve(host, path) → Arc<Pool>
-//!                    3 Pool::pick(now) → Lease      (balance::Selector, in_flight += 1)
-//!                    4 upstream::headers: hop-by-hop, X-Forwarded-*, X-Request-Id, Via
-//!                    5 upstream ConnPool::send      (connect / TLS / response-header timeouts)
-//!                      on failure: health::passive::record (outlier ejection), and
-//!                      retry::* decides whether another endpoint may be tried
-//!                    6 body::ResponseBody streams back; at its end the lease drops
-//!                      (in_flight -= 1), the connection returns to the idle pool and
-//!                      the access-log line and metrics are written
-//!  limits: limits::check_head (414/413), limits::admit (pool slots, 503)
+//!                    1 prepare: limits::check_head (414/413), the host (400 if
+//!                      invalid), Shared::snapshot() → routing::RoutingTable::resolve
+//!                      → Arc<Pool> (guard dropped before any await),
+//!                      Pool::admit → Lease (pool slots, balance::Selector,
+//!                      in_flight += 1), upstream::headers rewrite, replay buffer
+//!                    2 attempts: upstream ConnPool::send within connect and
+//!                      response-header timeouts; health::passive::record;
+//!                      retry::decide_retry → another endpoint, or the outcome stands
+//!                    3 respond: response head rewritten; 101 → tunnel; else
+//!                      upstream::body::ResponseBody streams back and, at its end,
+//!                      drops the lease, returns the connection to the idle pool,
+//!                      and writes the access-log line and metrics
 //!  errors: error::ProxyError::status() — 400/408/413/414 client faults, 404 no route,
-//!          503 no endpoint, 502 connect/protocol failure, 504 timeout
+//!          503 no endpoint or pool full, 502 connect/protocol failure, 504 timeout
 //! ```
 //!
 //! # Planes
@@ -38,16 +69,18 @@
 //!
 //! - `config` parses and validates YAML (and TLS files) into a [`Config`];
 //!   startup, `weir check` and every reload use the same code;
-//! - `reload` (file watcher, SIGHUP, `POST /reload`) builds a new snapshot,
-//!   reusing unchanged pools and backends, and swaps it in; it also owns
-//!   listener lifecycles and each pool's background tasks;
+//! - `reload::Control::apply` is the one transaction that binds new
+//!   listeners, builds the next snapshot (reusing unchanged pools and
+//!   backends), swaps it in, and restarts pool tasks. **Startup is its
+//!   first call**, from the empty snapshot (version 0, no listeners, routes
+//!   or pools); `reload::watch` (file watcher, SIGHUP, `POST /reload`)
+//!   makes every later one;
 //! - per pool, `discovery::drive` merges registry answers into the pool's
-//!   backend set, and `health::active` probes endpoints and flips their
+//!   backend set, and `probe::run` probes endpoints and flips their
 //!   `HealthCell`;
+//! - `admin` serves `/metrics` (with state gauges computed from the live
+//!   snapshot at scrape time), `/status`, `/readyz` and `/reload`;
 //! - `app` wires it together and shuts down in order.
-//!
-//! `balance`, `routing`, `retry::Budget` and `health::Tracker` are pure code,
-//! with no IO, tested and benched alone.
 
 pub mod admin;
 pub mod app;

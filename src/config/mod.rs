@@ -425,7 +425,8 @@ impl Config {
         Ok(config)
     }
 
-    /// The state before the first load (see [`validate::empty`]): what a
+    /// The state before the first load (no listeners, routes or pools; every
+    /// other setting at its default): what a
     /// starting weir "reloads" from.
     pub fn empty() -> Config {
         validate::empty()
