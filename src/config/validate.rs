@@ -23,6 +23,7 @@ use super::raw::{
     RawListener, RawListenerTls, RawLoad, RawPool, RawProbeType, RawProtocol, RawRetries, RawRoute,
     RawSource, RawTlsVersion, RawUpstreamTls,
 };
+use super::raw::{RawConsul, RawDns, RawEtcd, RawHttpSource};
 use super::{
     AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, ConsulConfig, DiscoveryConfig,
     DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig, HealthConfig, HostHeader,
@@ -704,14 +705,13 @@ impl Validator<'_> {
     ) -> Result<Vec<DiscoveryConfig>, ConfigError> {
         let mut out: Vec<DiscoveryConfig> = Vec::new();
         for (i, src) in raw.unwrap_or_default().into_iter().enumerate() {
-            let skey = format!("{key}[{i}]");
             let (kind_name, source_name, max_stale) = match &src {
                 RawSource::Dns(d) => ("dns", d.source_name.clone(), d.max_stale),
                 RawSource::Etcd(e) => ("etcd", e.source_name.clone(), e.max_stale),
                 RawSource::Consul(c) => ("consul", c.source_name.clone(), c.max_stale),
                 RawSource::Http(h) => ("http", h.source_name.clone(), h.max_stale),
             };
-            let ikey = format!("{skey}.{kind_name}");
+            let ikey = format!("{key}[{i}].{kind_name}");
             if max_stale.is_some_and(|m| m.0 < Duration::from_secs(1)) {
                 // The registry is contacted every third of it: shorter
                 // would be a query storm, and one slow answer an expiry.
@@ -725,143 +725,10 @@ impl Validator<'_> {
                 ));
             }
             let kind = match src {
-                RawSource::Dns(d) => {
-                    let record = match d.record.unwrap_or(RawDnsRecord::A) {
-                        RawDnsRecord::A => DnsRecord::A,
-                        RawDnsRecord::Aaaa => DnsRecord::Aaaa,
-                        RawDnsRecord::Srv => DnsRecord::Srv,
-                    };
-                    let port = match (record, d.port) {
-                        (DnsRecord::Srv, Some(_)) => {
-                            return Err(self.err(
-                                format!("{ikey}.port"),
-                                "SRV records carry their own ports; remove `port`",
-                            ))
-                        }
-                        (DnsRecord::Srv, None) => None,
-                        (_, None) => {
-                            return Err(self
-                                .err(format!("{ikey}.port"), "A and AAAA records need a `port`"))
-                        }
-                        (_, Some(p)) => {
-                            Some(self.int_in(&format!("{ikey}.port"), Some(p), 0, 1, 65535)? as u16)
-                        }
-                    };
-                    if d.name.trim().is_empty() {
-                        return Err(self.err(format!("{ikey}.name"), "empty DNS name"));
-                    }
-                    let resolver = match d.resolver {
-                        None => None,
-                        Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
-                            self.err(
-                                format!("{ikey}.resolver"),
-                                format!("`{r}` is not an ip:port"),
-                            )
-                        })?),
-                    };
-                    let min_interval = self.nonzero(
-                        &format!("{ikey}.min_interval"),
-                        d.min_interval,
-                        Duration::from_secs(1),
-                    )?;
-                    let max_interval = or(d.max_interval, Duration::from_secs(60));
-                    if max_interval < min_interval {
-                        return Err(self.err(
-                            format!("{ikey}.max_interval"),
-                            "must not be shorter than min_interval",
-                        ));
-                    }
-                    SourceKind::Dns(DnsConfig {
-                        name: d.name,
-                        record,
-                        port,
-                        resolver,
-                        min_interval,
-                        max_interval,
-                        timeout: self.nonzero(
-                            &format!("{ikey}.timeout"),
-                            d.timeout,
-                            Duration::from_secs(2),
-                        )?,
-                    })
-                }
-                RawSource::Etcd(e) => {
-                    if e.endpoints.is_empty() {
-                        return Err(self.err(
-                            format!("{ikey}.endpoints"),
-                            "at least one etcd client URL is needed",
-                        ));
-                    }
-                    let endpoints = e
-                        .endpoints
-                        .iter()
-                        .enumerate()
-                        .map(|(j, u)| self.url(&format!("{ikey}.endpoints[{j}]"), u))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if e.prefix.is_empty() {
-                        return Err(self.err(
-                            format!("{ikey}.prefix"),
-                            "empty prefix would read the whole keyspace",
-                        ));
-                    }
-                    if e.username.is_some() != e.password.is_some() {
-                        return Err(self.err(
-                            format!("{ikey}.username"),
-                            "`username` and `password` go together",
-                        ));
-                    }
-                    SourceKind::Etcd(EtcdConfig {
-                        endpoints,
-                        prefix: e.prefix,
-                        username: e.username,
-                        password: e.password,
-                        poll_interval: self.nonzero(
-                            &format!("{ikey}.poll_interval"),
-                            e.poll_interval,
-                            Duration::from_secs(30),
-                        )?,
-                        timeout: self.nonzero(
-                            &format!("{ikey}.timeout"),
-                            e.timeout,
-                            Duration::from_secs(5),
-                        )?,
-                    })
-                }
-                RawSource::Consul(c) => {
-                    let address = c
-                        .address
-                        .unwrap_or_else(|| "http://127.0.0.1:8500".to_owned());
-                    let address = self.url(&format!("{ikey}.address"), &address)?;
-                    if c.service.is_empty() {
-                        return Err(self.err(format!("{ikey}.service"), "empty service name"));
-                    }
-                    SourceKind::Consul(ConsulConfig {
-                        address,
-                        service: c.service,
-                        tags: c.tags.unwrap_or_default(),
-                        passing_only: c.passing_only.unwrap_or(true),
-                        datacenter: c.datacenter,
-                        token: c.token,
-                        wait: self.nonzero(
-                            &format!("{ikey}.wait"),
-                            c.wait,
-                            Duration::from_secs(30),
-                        )?,
-                    })
-                }
-                RawSource::Http(h) => SourceKind::Http(HttpSourceConfig {
-                    url: self.url(&format!("{ikey}.url"), &h.url)?,
-                    interval: self.nonzero(
-                        &format!("{ikey}.interval"),
-                        h.interval,
-                        Duration::from_secs(5),
-                    )?,
-                    timeout: self.nonzero(
-                        &format!("{ikey}.timeout"),
-                        h.timeout,
-                        Duration::from_secs(5),
-                    )?,
-                }),
+                RawSource::Dns(d) => self.dns_source(&ikey, d)?,
+                RawSource::Etcd(e) => self.etcd_source(&ikey, e)?,
+                RawSource::Consul(c) => self.consul_source(&ikey, c)?,
+                RawSource::Http(h) => self.http_source(&ikey, h)?,
             };
             out.push(DiscoveryConfig {
                 name,
@@ -870,6 +737,148 @@ impl Validator<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// `dns:` (`ikey` is its key path).
+    fn dns_source(&self, ikey: &str, d: RawDns) -> Result<SourceKind, ConfigError> {
+        let record = match d.record.unwrap_or(RawDnsRecord::A) {
+            RawDnsRecord::A => DnsRecord::A,
+            RawDnsRecord::Aaaa => DnsRecord::Aaaa,
+            RawDnsRecord::Srv => DnsRecord::Srv,
+        };
+        let port = match (record, d.port) {
+            (DnsRecord::Srv, Some(_)) => {
+                return Err(self.err(
+                    format!("{ikey}.port"),
+                    "SRV records carry their own ports; remove `port`",
+                ))
+            }
+            (DnsRecord::Srv, None) => None,
+            (_, None) => {
+                return Err(self.err(format!("{ikey}.port"), "A and AAAA records need a `port`"))
+            }
+            (_, Some(p)) => {
+                Some(self.int_in(&format!("{ikey}.port"), Some(p), 0, 1, 65535)? as u16)
+            }
+        };
+        if d.name.trim().is_empty() {
+            return Err(self.err(format!("{ikey}.name"), "empty DNS name"));
+        }
+        let resolver = match d.resolver {
+            None => None,
+            Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    format!("{ikey}.resolver"),
+                    format!("`{r}` is not an ip:port"),
+                )
+            })?),
+        };
+        let min_interval = self.nonzero(
+            &format!("{ikey}.min_interval"),
+            d.min_interval,
+            Duration::from_secs(1),
+        )?;
+        let max_interval = or(d.max_interval, Duration::from_secs(60));
+        if max_interval < min_interval {
+            return Err(self.err(
+                format!("{ikey}.max_interval"),
+                "must not be shorter than min_interval",
+            ));
+        }
+        Ok(SourceKind::Dns(DnsConfig {
+            name: d.name,
+            record,
+            port,
+            resolver,
+            min_interval,
+            max_interval,
+            timeout: self.nonzero(
+                &format!("{ikey}.timeout"),
+                d.timeout,
+                Duration::from_secs(2),
+            )?,
+        }))
+    }
+
+    /// `etcd:`.
+    fn etcd_source(&self, ikey: &str, e: RawEtcd) -> Result<SourceKind, ConfigError> {
+        if e.endpoints.is_empty() {
+            return Err(self.err(
+                format!("{ikey}.endpoints"),
+                "at least one etcd client URL is needed",
+            ));
+        }
+        let endpoints = e
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(j, u)| self.url(&format!("{ikey}.endpoints[{j}]"), u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if e.prefix.is_empty() {
+            return Err(self.err(
+                format!("{ikey}.prefix"),
+                "empty prefix would read the whole keyspace",
+            ));
+        }
+        if e.username.is_some() != e.password.is_some() {
+            return Err(self.err(
+                format!("{ikey}.username"),
+                "`username` and `password` go together",
+            ));
+        }
+        Ok(SourceKind::Etcd(EtcdConfig {
+            endpoints,
+            prefix: e.prefix,
+            username: e.username,
+            password: e.password,
+            poll_interval: self.nonzero(
+                &format!("{ikey}.poll_interval"),
+                e.poll_interval,
+                Duration::from_secs(30),
+            )?,
+            timeout: self.nonzero(
+                &format!("{ikey}.timeout"),
+                e.timeout,
+                Duration::from_secs(5),
+            )?,
+        }))
+    }
+
+    /// `consul:`.
+    fn consul_source(&self, ikey: &str, c: RawConsul) -> Result<SourceKind, ConfigError> {
+        let address = c
+            .address
+            .unwrap_or_else(|| "http://127.0.0.1:8500".to_owned());
+        let address = self.url(&format!("{ikey}.address"), &address)?;
+        if c.service.is_empty() {
+            return Err(self.err(format!("{ikey}.service"), "empty service name"));
+        }
+        Ok(SourceKind::Consul(ConsulConfig {
+            address,
+            service: c.service,
+            tags: c.tags.unwrap_or_default(),
+            passing_only: c.passing_only.unwrap_or(true),
+            datacenter: c.datacenter,
+            token: c.token,
+            wait: self.nonzero(&format!("{ikey}.wait"), c.wait, Duration::from_secs(30))?,
+        }))
+    }
+
+    /// `http:`.
+    fn http_source(&self, ikey: &str, h: RawHttpSource) -> Result<SourceKind, ConfigError> {
+        Ok(SourceKind::Http(HttpSourceConfig {
+            url: self.url(&format!("{ikey}.url"), &h.url)?,
+            interval: self.nonzero(
+                &format!("{ikey}.interval"),
+                h.interval,
+                Duration::from_secs(5),
+            )?,
+            timeout: self.nonzero(
+                &format!("{ikey}.timeout"),
+                h.timeout,
+                Duration::from_secs(5),
+            )?,
+        }))
     }
 
     fn retries(&self, key: &str, raw: Option<RawRetries>) -> Result<RetryConfig, ConfigError> {
