@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::{Method, StatusCode};
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::health::passive::EjectionReason;
@@ -46,6 +46,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
 ];
+
 /// Status classes; upstream attempts that got no response count as `error`.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
@@ -80,37 +81,85 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Families {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
+    requests: RequestFamilies,
+    listeners: ListenerFamilies,
+    pools: PoolFamilies,
+    upstream: UpstreamFamilies,
+    health: HealthFamilies,
+    discovery: DiscoveryFamilies,
+    config: ConfigFamilies,
+    tls: TlsFamilies,
+    refs: Mutex<HashMap<SeriesKey, usize>>,
+}
+
+/// Requests answered to clients (`weir_requests_*`, body bytes).
+#[derive(Debug)]
+struct RequestFamilies {
+    total: IntCounterVec,
+    duration: HistogramVec,
     received_bytes: IntCounterVec,
     sent_bytes: IntCounterVec,
+}
+
+/// Client connections per listener (`weir_downstream_connections_*`).
+#[derive(Debug)]
+struct ListenerFamilies {
     connections_total: IntCounterVec,
     connections_open: IntGaugeVec,
     connections_rejected: IntCounterVec,
     reset_floods: IntCounterVec,
-    limit_rejected: IntCounterVec,
-    upstream_requests: IntCounterVec,
-    upstream_connect_errors: IntCounterVec,
-    upstream_timeouts: IntCounterVec,
-    upstream_response: HistogramVec,
-    picks: IntCounterVec,
+}
+
+/// What a pool refused or retried (`weir_pool_*`, `weir_retr*`).
+#[derive(Debug)]
+struct PoolFamilies {
     no_endpoint: IntCounterVec,
-    reloads: IntCounterVec,
+    limit_rejected: IntCounterVec,
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
+}
+
+/// Attempts to endpoints (`weir_upstream_*`).
+#[derive(Debug)]
+struct UpstreamFamilies {
+    requests: IntCounterVec,
+    connect_errors: IntCounterVec,
+    timeouts: IntCounterVec,
+    response: HistogramVec,
+    picks: IntCounterVec,
     ejections: IntCounterVec,
-    health_transitions: IntCounterVec,
-    health_probes: IntCounterVec,
+}
+
+/// Active health checking (`weir_health_*`).
+#[derive(Debug)]
+struct HealthFamilies {
+    transitions: IntCounterVec,
+    probes: IntCounterVec,
     probe_duration: HistogramVec,
-    discovery_refreshes: IntCounterVec,
-    discovery_endpoints: IntGaugeVec,
-    discovery_last_success: prometheus::GaugeVec,
-    last_reload_success: IntGauge,
-    last_reload_timestamp: Gauge,
-    tls_handshakes: IntCounterVec,
-    tls_handshake_failures: IntCounterVec,
-    tls_certificate_expiry: IntGaugeVec,
-    refs: Mutex<HashMap<SeriesKey, usize>>,
+}
+
+/// Discovery sources (`weir_discovery_*`).
+#[derive(Debug)]
+struct DiscoveryFamilies {
+    refreshes: IntCounterVec,
+    endpoints: IntGaugeVec,
+    last_success: GaugeVec,
+}
+
+/// Config loads (`weir_config_*`).
+#[derive(Debug)]
+struct ConfigFamilies {
+    reloads: IntCounterVec,
+    last_success: IntGauge,
+    last_timestamp: Gauge,
+}
+
+/// TLS listeners (`weir_tls_*`).
+#[derive(Debug)]
+struct TlsFamilies {
+    handshakes: IntCounterVec,
+    handshake_failures: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -166,59 +215,71 @@ impl Families {
             SeriesKey::Route(route, pool) => {
                 for m in METHODS {
                     for c in &CLASSES[..5] {
-                        let _ = self.requests.remove_label_values(&[route, pool, m, c]);
+                        let _ = self
+                            .requests
+                            .total
+                            .remove_label_values(&[route, pool, m, c]);
                     }
                 }
             }
             SeriesKey::Pool(pool) => {
-                let _ = self.request_duration.remove_label_values(&[pool]);
-                let _ = self.received_bytes.remove_label_values(&[pool]);
-                let _ = self.sent_bytes.remove_label_values(&[pool]);
-                let _ = self.no_endpoint.remove_label_values(&[pool]);
-                let _ = self.limit_rejected.remove_label_values(&[pool]);
+                let _ = self.requests.duration.remove_label_values(&[pool]);
+                let _ = self.requests.received_bytes.remove_label_values(&[pool]);
+                let _ = self.requests.sent_bytes.remove_label_values(&[pool]);
+                let _ = self.pools.no_endpoint.remove_label_values(&[pool]);
+                let _ = self.pools.limit_rejected.remove_label_values(&[pool]);
                 for reason in RetryReason::ALL {
-                    let _ = self.retries.remove_label_values(&[pool, reason.as_str()]);
+                    let _ = self
+                        .pools
+                        .retries
+                        .remove_label_values(&[pool, reason.as_str()]);
                 }
-                let _ = self.budget_exhausted.remove_label_values(&[pool]);
-                let _ = self.probe_duration.remove_label_values(&[pool]);
+                let _ = self.pools.budget_exhausted.remove_label_values(&[pool]);
+                let _ = self.health.probe_duration.remove_label_values(&[pool]);
             }
             SeriesKey::Source(pool, source) => {
                 for result in ["success", "failure"] {
                     let _ = self
-                        .discovery_refreshes
+                        .discovery
+                        .refreshes
                         .remove_label_values(&[pool, source, result]);
                 }
                 let _ = self
-                    .discovery_endpoints
+                    .discovery
+                    .endpoints
                     .remove_label_values(&[pool, source]);
                 let _ = self
-                    .discovery_last_success
+                    .discovery
+                    .last_success
                     .remove_label_values(&[pool, source]);
             }
             SeriesKey::Endpoint(pool, ep) => {
                 for c in CLASSES {
-                    let _ = self.upstream_requests.remove_label_values(&[pool, ep, c]);
+                    let _ = self.upstream.requests.remove_label_values(&[pool, ep, c]);
                 }
                 for phase in ["connect", "response"] {
                     let _ = self
-                        .upstream_timeouts
+                        .upstream
+                        .timeouts
                         .remove_label_values(&[pool, ep, phase]);
                 }
                 let _ = self
-                    .upstream_connect_errors
+                    .upstream
+                    .connect_errors
                     .remove_label_values(&[pool, ep]);
-                let _ = self.upstream_response.remove_label_values(&[pool, ep]);
-                let _ = self.picks.remove_label_values(&[pool, ep]);
+                let _ = self.upstream.response.remove_label_values(&[pool, ep]);
+                let _ = self.upstream.picks.remove_label_values(&[pool, ep]);
                 for reason in EjectionReason::ALL {
-                    let _ = self
-                        .ejections
-                        .remove_label_values(&[pool, ep, reason.as_str()]);
+                    let _ =
+                        self.upstream
+                            .ejections
+                            .remove_label_values(&[pool, ep, reason.as_str()]);
                 }
                 for to in ["healthy", "unhealthy"] {
-                    let _ = self.health_transitions.remove_label_values(&[pool, ep, to]);
+                    let _ = self.health.transitions.remove_label_values(&[pool, ep, to]);
                 }
                 for result in ["ok", "fail"] {
-                    let _ = self.health_probes.remove_label_values(&[pool, ep, result]);
+                    let _ = self.health.probes.remove_label_values(&[pool, ep, result]);
                 }
             }
         }
@@ -247,6 +308,7 @@ impl RouteMetrics {
             let c = CLASSES.get(class).copied().unwrap_or("5xx");
             self.families
                 .requests
+                .total
                 .with_label_values(&[&self.route, &self.pool, m, c])
         })
         .inc();
@@ -294,15 +356,16 @@ impl PoolMetrics {
         let labels = [self.pool.as_str(), source];
         DiscoveryMetrics {
             ok: f
-                .discovery_refreshes
+                .discovery
+                .refreshes
                 .with_label_values(&[self.pool.as_str(), source, "success"]),
-            failed: f.discovery_refreshes.with_label_values(&[
+            failed: f.discovery.refreshes.with_label_values(&[
                 self.pool.as_str(),
                 source,
                 "failure",
             ]),
-            endpoints: f.discovery_endpoints.with_label_values(&labels),
-            last_success: f.discovery_last_success.with_label_values(&labels),
+            endpoints: f.discovery.endpoints.with_label_values(&labels),
+            last_success: f.discovery.last_success.with_label_values(&labels),
             _guard: f.guard(SeriesKey::Source(self.pool.clone(), source.to_owned())),
         }
     }
@@ -384,7 +447,8 @@ impl EndpointMetrics {
         slot.get_or_init(|| {
             let c = CLASSES.get(class).copied().unwrap_or("error");
             self.families
-                .upstream_requests
+                .upstream
+                .requests
                 .with_label_values(&[&self.pool, &self.endpoint, c])
         })
         .inc();
@@ -429,9 +493,7 @@ fn counter_vec(
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(v.clone()))?;
-    Ok(v)
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
 fn histogram_vec(
@@ -444,226 +506,299 @@ fn histogram_vec(
         HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
         labels,
     )?;
-    r.register(Box::new(v.clone()))?;
-    Ok(v)
+    registered(r, v)
+}
+
+fn int_gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+/// Registers `c` in `r` and returns it, for the caller to keep.
+fn registered<C: Collector + Clone + 'static>(r: &Registry, c: C) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// `weir_build_info` and, on Linux, the standard `process_*` families.
+fn register_process(r: &Registry) -> prometheus::Result<()> {
+    let build = int_gauge_vec(
+        r,
+        "weir_build_info",
+        "Build information; always 1.",
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
+}
+
+impl RequestFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            total: counter_vec(
+                r,
+                "weir_requests_total",
+                "Requests answered, by route, pool, method class and status class.",
+                &["route", "pool", "method", "status_class"],
+            )?,
+            duration: histogram_vec(
+                r,
+                "weir_request_duration_seconds",
+                "Time from request head received to response body sent, by pool.",
+                &["pool"],
+            )?,
+            received_bytes: counter_vec(
+                r,
+                "weir_downstream_received_bytes_total",
+                "Request body bytes received from clients, by pool.",
+                &["pool"],
+            )?,
+            sent_bytes: counter_vec(
+                r,
+                "weir_downstream_sent_bytes_total",
+                "Response body bytes sent to clients, by pool.",
+                &["pool"],
+            )?,
+        })
+    }
+}
+
+impl ListenerFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            connections_total: counter_vec(
+                r,
+                "weir_downstream_connections_total",
+                "Client connections accepted, by listener.",
+                &["listener"],
+            )?,
+            connections_open: int_gauge_vec(
+                r,
+                "weir_downstream_connections_open",
+                "Client connections currently open, by listener.",
+                &["listener"],
+            )?,
+            connections_rejected: counter_vec(
+                r,
+                "weir_downstream_connections_rejected_total",
+                "Client connections closed at accept by `limits.max_connections`, by listener.",
+                &["listener"],
+            )?,
+            reset_floods: counter_vec(
+                r,
+                "weir_downstream_h2_reset_flood_closes_total",
+                "HTTP/2 client connections closed because the client reset most of its streams \
+                 before their response (rapid reset), by listener.",
+                &["listener"],
+            )?,
+        })
+    }
+}
+
+impl PoolFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            no_endpoint: counter_vec(
+                r,
+                "weir_pool_no_endpoint_total",
+                "Requests answered 503 because the pool had no available endpoint.",
+                &["pool"],
+            )?,
+            limit_rejected: counter_vec(
+                r,
+                "weir_pool_limit_rejected_total",
+                "Requests answered 503 because the pool's request limits had no free slot \
+                 within `queue_timeout`.",
+                &["pool"],
+            )?,
+            retries: counter_vec(
+                r,
+                "weir_retries_total",
+                "Retried requests by pool and reason (`not_sent`, `reset`, `status`).",
+                &["pool", "reason"],
+            )?,
+            budget_exhausted: counter_vec(
+                r,
+                "weir_retry_budget_exhausted_total",
+                "Retries refused because the pool's retry budget was empty.",
+                &["pool"],
+            )?,
+        })
+    }
+}
+
+impl UpstreamFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            requests: counter_vec(
+                r,
+                "weir_upstream_requests_total",
+                "Upstream attempts by pool, endpoint and status class (`error`: no response).",
+                &["pool", "endpoint", "status_class"],
+            )?,
+            connect_errors: counter_vec(
+                r,
+                "weir_upstream_connect_errors_total",
+                "Failed TCP connects to an endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            timeouts: counter_vec(
+                r,
+                "weir_upstream_timeouts_total",
+                "Upstream timeouts by phase (`connect` or `response` headers).",
+                &["pool", "endpoint", "phase"],
+            )?,
+            response: histogram_vec(
+                r,
+                "weir_upstream_response_seconds",
+                "Time from request sent to response headers, by endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            picks: counter_vec(
+                r,
+                "weir_upstream_picks_total",
+                "Times the selector picked an endpoint and a request was sent to it (retries included).",
+                &["pool", "endpoint"],
+            )?,
+            ejections: counter_vec(
+                r,
+                "weir_upstream_ejections_total",
+                "Passive (outlier) ejections by the failure that triggered them.",
+                &["pool", "endpoint", "reason"],
+            )?,
+        })
+    }
+}
+
+impl HealthFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            transitions: counter_vec(
+                r,
+                "weir_health_transitions_total",
+                "Active health verdict changes, by the new state.",
+                &["pool", "endpoint", "to"],
+            )?,
+            probes: counter_vec(
+                r,
+                "weir_health_probes_total",
+                "Active health probes by result (`ok` or `fail`).",
+                &["pool", "endpoint", "result"],
+            )?,
+            probe_duration: histogram_vec(
+                r,
+                "weir_health_probe_duration_seconds",
+                "Active health probe latency, by pool.",
+                &["pool"],
+            )?,
+        })
+    }
+}
+
+impl DiscoveryFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            refreshes: counter_vec(
+                r,
+                "weir_discovery_refreshes_total",
+                "Discovery refreshes by pool, source and result (`success` or `failure`).",
+                &["pool", "source", "result"],
+            )?,
+            endpoints: int_gauge_vec(
+                r,
+                "weir_discovery_endpoints",
+                "Endpoints a discovery source contributes to its pool.",
+                &["pool", "source"],
+            )?,
+            last_success: registered(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "weir_discovery_last_success_timestamp_seconds",
+                        "Unix time of a discovery source's last successful contact with its registry (changed or not).",
+                    ),
+                    &["pool", "source"],
+                )?,
+            )?,
+        })
+    }
+}
+
+impl ConfigFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            reloads: counter_vec(
+                r,
+                "weir_config_reloads_total",
+                "Config loads by result (`success` or `failure`).",
+                &["result"],
+            )?,
+            last_success: registered(
+                r,
+                IntGauge::new(
+                    "weir_config_last_reload_success",
+                    "1 if the last config load succeeded, else 0.",
+                )?,
+            )?,
+            last_timestamp: registered(
+                r,
+                Gauge::new(
+                    "weir_config_last_reload_timestamp_seconds",
+                    "Unix time of the last config load attempt.",
+                )?,
+            )?,
+        })
+    }
+}
+
+impl TlsFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            handshakes: counter_vec(
+                r,
+                "weir_tls_handshakes_total",
+                "Completed TLS handshakes, by listener.",
+                &["listener"],
+            )?,
+            handshake_failures: counter_vec(
+                r,
+                "weir_tls_handshake_failures_total",
+                "Failed TLS handshakes by listener and reason (`timeout`, `no_certificate`, \
+                 `bad_certificate`, `protocol`, `io`, `other`).",
+                &["listener", "reason"],
+            )?,
+            certificate_expiry: int_gauge_vec(
+                r,
+                "weir_tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which a listener's certificate expires (not_after).",
+                &["listener", "name"],
+            )?,
+        })
+    }
 }
 
 impl Metrics {
     /// Registers every family in a fresh registry.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        let build = IntGaugeVec::new(
-            Opts::new("weir_build_info", "Build information; always 1."),
-            &["version"],
-        )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        r.register(Box::new(build))?;
-        let connections_open = IntGaugeVec::new(
-            Opts::new(
-                "weir_downstream_connections_open",
-                "Client connections currently open, by listener.",
-            ),
-            &["listener"],
-        )?;
-        r.register(Box::new(connections_open.clone()))?;
-        let last_reload_success = IntGauge::new(
-            "weir_config_last_reload_success",
-            "1 if the last config load succeeded, else 0.",
-        )?;
-        r.register(Box::new(last_reload_success.clone()))?;
-        let last_reload_timestamp = Gauge::new(
-            "weir_config_last_reload_timestamp_seconds",
-            "Unix time of the last config load attempt.",
-        )?;
-        r.register(Box::new(last_reload_timestamp.clone()))?;
-        #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        register_process(&r)?;
         let families = Families {
-            requests: counter_vec(
-                &r,
-                "weir_requests_total",
-                "Requests answered, by route, pool, method class and status class.",
-                &["route", "pool", "method", "status_class"],
-            )?,
-            request_duration: histogram_vec(
-                &r,
-                "weir_request_duration_seconds",
-                "Time from request head received to response body sent, by pool.",
-                &["pool"],
-            )?,
-            received_bytes: counter_vec(
-                &r,
-                "weir_downstream_received_bytes_total",
-                "Request body bytes received from clients, by pool.",
-                &["pool"],
-            )?,
-            sent_bytes: counter_vec(
-                &r,
-                "weir_downstream_sent_bytes_total",
-                "Response body bytes sent to clients, by pool.",
-                &["pool"],
-            )?,
-            connections_total: counter_vec(
-                &r,
-                "weir_downstream_connections_total",
-                "Client connections accepted, by listener.",
-                &["listener"],
-            )?,
-            connections_open,
-            connections_rejected: counter_vec(
-                &r,
-                "weir_downstream_connections_rejected_total",
-                "Client connections closed at accept by `limits.max_connections`, by listener.",
-                &["listener"],
-            )?,
-            reset_floods: counter_vec(
-                &r,
-                "weir_downstream_h2_reset_flood_closes_total",
-                "HTTP/2 client connections closed because the client reset most of its streams \
-                 before their response (rapid reset), by listener.",
-                &["listener"],
-            )?,
-            limit_rejected: counter_vec(
-                &r,
-                "weir_pool_limit_rejected_total",
-                "Requests answered 503 because the pool's request limits had no free slot \
-                 within `queue_timeout`.",
-                &["pool"],
-            )?,
-            upstream_requests: counter_vec(
-                &r,
-                "weir_upstream_requests_total",
-                "Upstream attempts by pool, endpoint and status class (`error`: no response).",
-                &["pool", "endpoint", "status_class"],
-            )?,
-            upstream_connect_errors: counter_vec(
-                &r,
-                "weir_upstream_connect_errors_total",
-                "Failed TCP connects to an endpoint.",
-                &["pool", "endpoint"],
-            )?,
-            upstream_timeouts: counter_vec(
-                &r,
-                "weir_upstream_timeouts_total",
-                "Upstream timeouts by phase (`connect` or `response` headers).",
-                &["pool", "endpoint", "phase"],
-            )?,
-            upstream_response: histogram_vec(
-                &r,
-                "weir_upstream_response_seconds",
-                "Time from request sent to response headers, by endpoint.",
-                &["pool", "endpoint"],
-            )?,
-            picks: counter_vec(
-                &r,
-                "weir_upstream_picks_total",
-                "Times the selector picked an endpoint and a request was sent to it (retries included).",
-                &["pool", "endpoint"],
-            )?,
-            no_endpoint: counter_vec(
-                &r,
-                "weir_pool_no_endpoint_total",
-                "Requests answered 503 because the pool had no available endpoint.",
-                &["pool"],
-            )?,
-            reloads: counter_vec(
-                &r,
-                "weir_config_reloads_total",
-                "Config loads by result (`success` or `failure`).",
-                &["result"],
-            )?,
-            retries: counter_vec(
-                &r,
-                "weir_retries_total",
-                "Retried requests by pool and reason (`not_sent`, `reset`, `status`).",
-                &["pool", "reason"],
-            )?,
-            budget_exhausted: counter_vec(
-                &r,
-                "weir_retry_budget_exhausted_total",
-                "Retries refused because the pool's retry budget was empty.",
-                &["pool"],
-            )?,
-            ejections: counter_vec(
-                &r,
-                "weir_upstream_ejections_total",
-                "Passive (outlier) ejections by the failure that triggered them.",
-                &["pool", "endpoint", "reason"],
-            )?,
-            health_transitions: counter_vec(
-                &r,
-                "weir_health_transitions_total",
-                "Active health verdict changes, by the new state.",
-                &["pool", "endpoint", "to"],
-            )?,
-            health_probes: counter_vec(
-                &r,
-                "weir_health_probes_total",
-                "Active health probes by result (`ok` or `fail`).",
-                &["pool", "endpoint", "result"],
-            )?,
-            probe_duration: histogram_vec(
-                &r,
-                "weir_health_probe_duration_seconds",
-                "Active health probe latency, by pool.",
-                &["pool"],
-            )?,
-            discovery_refreshes: counter_vec(
-                &r,
-                "weir_discovery_refreshes_total",
-                "Discovery refreshes by pool, source and result (`success` or `failure`).",
-                &["pool", "source", "result"],
-            )?,
-            discovery_endpoints: {
-                let v = IntGaugeVec::new(
-                    Opts::new(
-                        "weir_discovery_endpoints",
-                        "Endpoints a discovery source contributes to its pool.",
-                    ),
-                    &["pool", "source"],
-                )?;
-                r.register(Box::new(v.clone()))?;
-                v
-            },
-            discovery_last_success: {
-                let v = prometheus::GaugeVec::new(
-                    Opts::new(
-                        "weir_discovery_last_success_timestamp_seconds",
-                        "Unix time of a discovery source's last successful contact with its registry (changed or not).",
-                    ),
-                    &["pool", "source"],
-                )?;
-                r.register(Box::new(v.clone()))?;
-                v
-            },
-            last_reload_success,
-            last_reload_timestamp,
-            tls_handshakes: counter_vec(
-                &r,
-                "weir_tls_handshakes_total",
-                "Completed TLS handshakes, by listener.",
-                &["listener"],
-            )?,
-            tls_handshake_failures: counter_vec(
-                &r,
-                "weir_tls_handshake_failures_total",
-                "Failed TLS handshakes by listener and reason (`timeout`, `no_certificate`, \
-                 `bad_certificate`, `protocol`, `io`, `other`).",
-                &["listener", "reason"],
-            )?,
-            tls_certificate_expiry: {
-                let v = IntGaugeVec::new(
-                    Opts::new(
-                        "weir_tls_certificate_expiry_timestamp_seconds",
-                        "Unix time at which a listener's certificate expires (not_after).",
-                    ),
-                    &["listener", "name"],
-                )?;
-                r.register(Box::new(v.clone()))?;
-                v
-            },
+            requests: RequestFamilies::register(&r)?,
+            listeners: ListenerFamilies::register(&r)?,
+            pools: PoolFamilies::register(&r)?,
+            upstream: UpstreamFamilies::register(&r)?,
+            health: HealthFamilies::register(&r)?,
+            discovery: DiscoveryFamilies::register(&r)?,
+            config: ConfigFamilies::register(&r)?,
+            tls: TlsFamilies::register(&r)?,
             registry: r,
             refs: Mutex::new(HashMap::new()),
         };
@@ -675,10 +810,22 @@ impl Metrics {
     /// Handles for the listener `name`.
     pub fn listener(&self, name: &str) -> ListenerMetrics {
         ListenerMetrics {
-            connections_total: self.inner.connections_total.with_label_values(&[name]),
-            connections_open: self.inner.connections_open.with_label_values(&[name]),
-            connections_rejected: self.inner.connections_rejected.with_label_values(&[name]),
-            reset_floods: self.inner.reset_floods.with_label_values(&[name]),
+            connections_total: self
+                .inner
+                .listeners
+                .connections_total
+                .with_label_values(&[name]),
+            connections_open: self
+                .inner
+                .listeners
+                .connections_open
+                .with_label_values(&[name]),
+            connections_rejected: self
+                .inner
+                .listeners
+                .connections_rejected
+                .with_label_values(&[name]),
+            reset_floods: self.inner.listeners.reset_floods.with_label_values(&[name]),
         }
     }
 
@@ -686,12 +833,13 @@ impl Metrics {
     /// every failure reason).
     pub fn tls(&self, name: &str) -> TlsMetrics {
         TlsMetrics {
-            handshakes: self.inner.tls_handshakes.with_label_values(&[name]),
+            handshakes: self.inner.tls.handshakes.with_label_values(&[name]),
             failures: crate::tls::listener::HANDSHAKE_FAILURE_REASONS
                 .iter()
                 .map(|r| {
                     self.inner
-                        .tls_handshake_failures
+                        .tls
+                        .handshake_failures
                         .with_label_values(&[name, r])
                 })
                 .collect(),
@@ -701,7 +849,8 @@ impl Metrics {
     /// Sets the expiry gauge of certificate `cert` of listener `listener`.
     pub fn set_certificate_expiry(&self, listener: &str, cert: &str, not_after: i64) {
         self.inner
-            .tls_certificate_expiry
+            .tls
+            .certificate_expiry
             .with_label_values(&[listener, cert])
             .set(not_after);
     }
@@ -710,17 +859,19 @@ impl Metrics {
     pub fn remove_certificate_expiry(&self, listener: &str, cert: &str) {
         let _ = self
             .inner
-            .tls_certificate_expiry
+            .tls
+            .certificate_expiry
             .remove_label_values(&[listener, cert]);
     }
 
     /// Removes the handshake series of a listener that no longer serves TLS.
     pub fn remove_tls(&self, listener: &str) {
-        let _ = self.inner.tls_handshakes.remove_label_values(&[listener]);
+        let _ = self.inner.tls.handshakes.remove_label_values(&[listener]);
         for r in crate::tls::listener::HANDSHAKE_FAILURE_REASONS {
             let _ = self
                 .inner
-                .tls_handshake_failures
+                .tls
+                .handshake_failures
                 .remove_label_values(&[listener, r]);
         }
     }
@@ -743,14 +894,15 @@ impl Metrics {
     pub fn pool(&self, pool: &str) -> PoolMetrics {
         let f = &self.inner;
         PoolMetrics {
-            duration: f.request_duration.with_label_values(&[pool]),
-            received_bytes: f.received_bytes.with_label_values(&[pool]),
-            sent_bytes: f.sent_bytes.with_label_values(&[pool]),
-            no_endpoint: f.no_endpoint.with_label_values(&[pool]),
-            limit_rejected: f.limit_rejected.with_label_values(&[pool]),
-            retries: RetryReason::ALL.map(|r| f.retries.with_label_values(&[pool, r.as_str()])),
-            budget_exhausted: f.budget_exhausted.with_label_values(&[pool]),
-            probe_duration: f.probe_duration.with_label_values(&[pool]),
+            duration: f.requests.duration.with_label_values(&[pool]),
+            received_bytes: f.requests.received_bytes.with_label_values(&[pool]),
+            sent_bytes: f.requests.sent_bytes.with_label_values(&[pool]),
+            no_endpoint: f.pools.no_endpoint.with_label_values(&[pool]),
+            limit_rejected: f.pools.limit_rejected.with_label_values(&[pool]),
+            retries: RetryReason::ALL
+                .map(|r| f.pools.retries.with_label_values(&[pool, r.as_str()])),
+            budget_exhausted: f.pools.budget_exhausted.with_label_values(&[pool]),
+            probe_duration: f.health.probe_duration.with_label_values(&[pool]),
             families: Arc::clone(f),
             pool: pool.to_owned(),
             _guard: f.guard(SeriesKey::Pool(pool.to_owned())),
@@ -766,22 +918,28 @@ impl Metrics {
             endpoint: endpoint.to_owned(),
             requests: Default::default(),
             connect_errors: f
-                .upstream_connect_errors
+                .upstream
+                .connect_errors
                 .with_label_values(&[pool, endpoint]),
             connect_timeouts: f
-                .upstream_timeouts
+                .upstream
+                .timeouts
                 .with_label_values(&[pool, endpoint, "connect"]),
             response_timeouts: f
-                .upstream_timeouts
+                .upstream
+                .timeouts
                 .with_label_values(&[pool, endpoint, "response"]),
             response_time: histogram
-                .then(|| f.upstream_response.with_label_values(&[pool, endpoint])),
-            picks: f.picks.with_label_values(&[pool, endpoint]),
-            ejections: EjectionReason::ALL
-                .map(|r| f.ejections.with_label_values(&[pool, endpoint, r.as_str()])),
+                .then(|| f.upstream.response.with_label_values(&[pool, endpoint])),
+            picks: f.upstream.picks.with_label_values(&[pool, endpoint]),
+            ejections: EjectionReason::ALL.map(|r| {
+                f.upstream
+                    .ejections
+                    .with_label_values(&[pool, endpoint, r.as_str()])
+            }),
             transitions: ["healthy", "unhealthy"]
-                .map(|t| f.health_transitions.with_label_values(&[pool, endpoint, t])),
-            probes: ["ok", "fail"].map(|r| f.health_probes.with_label_values(&[pool, endpoint, r])),
+                .map(|t| f.health.transitions.with_label_values(&[pool, endpoint, t])),
+            probes: ["ok", "fail"].map(|r| f.health.probes.with_label_values(&[pool, endpoint, r])),
             _guard: f.guard(SeriesKey::Endpoint(pool.to_owned(), endpoint.to_owned())),
         }
     }
@@ -789,14 +947,15 @@ impl Metrics {
     /// Records the outcome of a config load.
     pub fn config_loaded(&self, success: bool) {
         let f = &self.inner;
-        f.reloads
+        f.config
+            .reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();
-        f.last_reload_success.set(i64::from(success));
+        f.config.last_success.set(i64::from(success));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        f.last_reload_timestamp.set(now);
+        f.config.last_timestamp.set(now);
     }
 
     /// Registers a collector that computes its families at scrape time

@@ -20,6 +20,7 @@ pub mod gauges;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -27,13 +28,19 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::Endpoint;
+use crate::config::{HostMatch, RouteConfig};
+use crate::health::Health;
 use crate::reload::ReloadHandle;
 use crate::server::{BindError, Listener};
 use crate::snapshot::Shared;
 use crate::upstream::body::ResponseBody;
+use crate::upstream::endpoints::SourceStatus;
+use crate::upstream::{Backend, Pool};
 
 /// What the admin listener serves.
 #[derive(Debug)]
@@ -147,113 +154,24 @@ fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     res
 }
 
+/// The `/status` document: version, config, readiness, then one section
+/// each for listeners, routes and pools.
 fn status_json(ctx: &AdminCtx) -> Vec<u8> {
     let snap = ctx.shared.snapshot_full();
     let loaded_at = snap
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let now = tokio::time::Instant::now();
-    let wall = |d: Option<std::time::Duration>| {
-        d.map(|d| {
-            std::time::SystemTime::now()
-                .checked_add(d)
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0.0, |t| t.as_secs_f64())
-        })
-    };
-    let unix = |t: Option<std::time::SystemTime>| {
-        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64())
-    };
-    let pools: Vec<serde_json::Value> = snap
-        .pools
-        .iter()
-        .map(|pool| {
-            let set = pool.backends();
-            let endpoints: Vec<serde_json::Value> = set
-                .backends()
-                .iter()
-                .map(|b| {
-                    let h = b.health();
-                    let ejected_for = h.ejection_remaining(now);
-                    let active = h.active() == crate::health::Health::Healthy;
-                    let state = match (b.is_available(now), active, ejected_for.is_some()) {
-                        (true, _, _) => "available",
-                        (false, false, _) => "unhealthy",
-                        (false, true, true) => "ejected",
-                        (false, true, false) => "unavailable",
-                    };
-                    let probe = h.last_probe().map(|p| {
-                        serde_json::json!({
-                            "ok": p.ok,
-                            "latency_ms": p.latency.as_secs_f64() * 1000.0,
-                            "at": unix(Some(p.at)),
-                            "error": p.error,
-                        })
-                    });
-                    serde_json::json!({
-                        "address": b.addr().to_string(),
-                        "weight": b.weight(),
-                        "state": state,
-                        "healthy": active,
-                        "ejected_until": wall(ejected_for),
-                        "times_ejected": h.times_ejected(),
-                        "consecutive_failures": h.fail_streak(),
-                        "last_probe": probe,
-                        "in_flight": b.in_flight(),
-                        "idle_connections": b.idle_connections(),
-                        "sources": pool.provenance(b.addr()),
-                    })
-                })
-                .collect();
-            let sources: Vec<serde_json::Value> = pool
-                .sources()
-                .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "name": s.name,
-                        "state": s.state,
-                        "endpoints": s.endpoints,
-                        "last_success": unix(s.last_success),
-                        "last_error": s.last_error,
-                        "consecutive_errors": s.consecutive_errors,
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "name": &**pool.name(),
-                "panic": pool.in_panic(),
-                "endpoints": endpoints,
-                "sources": sources,
-            })
-        })
-        .collect();
-    let routes: Vec<serde_json::Value> = snap
-        .config
-        .routes
-        .iter()
-        .map(|r| {
-            let hosts: Vec<String> = r
-                .hosts
-                .iter()
-                .map(|h| match h {
-                    crate::config::HostMatch::Exact(h) => h.clone(),
-                    crate::config::HostMatch::Suffix(s) => format!("*{s}"),
-                })
-                .collect();
-            serde_json::json!({
-                "name": r.name, "hosts": hosts, "path_prefix": r.path_prefix, "pool": r.pool,
-            })
-        })
-        .collect();
-    let listeners: Vec<serde_json::Value> = ctx
+    let now = Instant::now();
+    let pools: Vec<Value> = snap.pools.iter().map(|p| pool_json(p, now)).collect();
+    let routes: Vec<Value> = snap.config.routes.iter().map(route_json).collect();
+    let listeners: Vec<Value> = ctx
         .shared
         .listeners()
         .iter()
-        .map(|(name, addr)| serde_json::json!({ "name": name, "address": addr.to_string() }))
+        .map(|(name, addr)| json!({ "name": name, "address": addr.to_string() }))
         .collect();
-    let doc = serde_json::json!({
+    let doc = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config_version": snap.version,
         "config_hash": snap.config.hash,
@@ -264,6 +182,102 @@ fn status_json(ctx: &AdminCtx) -> Vec<u8> {
         "pools": pools,
     });
     serde_json::to_vec_pretty(&doc).unwrap_or_default()
+}
+
+/// One route: its host patterns as written (`*.example.com` for suffix
+/// matches), path prefix and pool.
+fn route_json(r: &RouteConfig) -> Value {
+    let hosts: Vec<String> = r
+        .hosts
+        .iter()
+        .map(|h| match h {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*{s}"),
+        })
+        .collect();
+    json!({
+        "name": r.name, "hosts": hosts, "path_prefix": r.path_prefix, "pool": r.pool,
+    })
+}
+
+/// One pool: panic mode, its endpoints and its discovery sources.
+fn pool_json(pool: &Pool, now: Instant) -> Value {
+    let set = pool.backends();
+    let endpoints: Vec<Value> = set
+        .backends()
+        .iter()
+        .map(|b| endpoint_json(pool, b, now))
+        .collect();
+    let sources: Vec<Value> = pool.sources().into_iter().map(source_json).collect();
+    json!({
+        "name": &**pool.name(),
+        "panic": pool.in_panic(),
+        "endpoints": endpoints,
+        "sources": sources,
+    })
+}
+
+/// One endpoint of `pool`: why it is or is not picked, its health
+/// history, load, and which sources supply it.
+fn endpoint_json(pool: &Pool, b: &Backend, now: Instant) -> Value {
+    let h = b.health();
+    let ejected_for = h.ejection_remaining(now);
+    let active = h.active() == Health::Healthy;
+    let state = match (b.is_available(now), active, ejected_for.is_some()) {
+        (true, _, _) => "available",
+        (false, false, _) => "unhealthy",
+        (false, true, true) => "ejected",
+        (false, true, false) => "unavailable",
+    };
+    let probe = h.last_probe().map(|p| {
+        json!({
+            "ok": p.ok,
+            "latency_ms": p.latency.as_secs_f64() * 1000.0,
+            "at": unix_seconds(Some(p.at)),
+            "error": p.error,
+        })
+    });
+    json!({
+        "address": b.addr().to_string(),
+        "weight": b.weight(),
+        "state": state,
+        "healthy": active,
+        "ejected_until": wall_clock_in(ejected_for),
+        "times_ejected": h.times_ejected(),
+        "consecutive_failures": h.fail_streak(),
+        "last_probe": probe,
+        "in_flight": b.in_flight(),
+        "idle_connections": b.idle_connections(),
+        "sources": pool.provenance(b.addr()),
+    })
+}
+
+/// One discovery source of a pool.
+fn source_json(s: SourceStatus) -> Value {
+    json!({
+        "name": s.name,
+        "state": s.state,
+        "endpoints": s.endpoints,
+        "last_success": unix_seconds(s.last_success),
+        "last_error": s.last_error,
+        "consecutive_errors": s.consecutive_errors,
+    })
+}
+
+/// Unix time (seconds) of a wall-clock instant.
+fn unix_seconds(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+/// Unix time (seconds) `d` from now.
+fn wall_clock_in(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| {
+        SystemTime::now()
+            .checked_add(d)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |t| t.as_secs_f64())
+    })
 }
 
 /// Binds the admin listener.

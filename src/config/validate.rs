@@ -31,6 +31,8 @@ use super::{
     PeakEwmaConfig, PoolConfig, PoolLimits, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig,
     SourceKind, TlsVersion, UpstreamProtocol, UpstreamTls,
 };
+use crate::health::passive::{PassivePolicy, StatusSet};
+use crate::health::{parse_status_range, ActivePolicy, ProbeKind};
 use crate::tls::listener::ClientAuth;
 
 /// Admin listener address when `admin.bind` is absent: loopback only,
@@ -300,74 +302,11 @@ impl Validator<'_> {
         p: RawPool,
         global: &PoolTimeouts,
     ) -> Result<PoolConfig, ConfigError> {
-        let algorithm = match p.balance.unwrap_or(RawAlgorithm::RoundRobin) {
-            RawAlgorithm::RoundRobin => Algorithm::RoundRobin,
-            RawAlgorithm::LeastConnections => Algorithm::LeastConnections,
-            RawAlgorithm::PowerOfTwoChoices => Algorithm::PowerOfTwoChoices,
-        };
-        let load = match p.load.unwrap_or(RawLoad::InFlight) {
-            RawLoad::InFlight => LoadMetric::InFlight,
-            RawLoad::PeakEwma if algorithm == Algorithm::RoundRobin => {
-                return Err(self.err(
-                    format!("{key}.load"),
-                    "`load: peak_ewma` needs `balance: least_connections` or \
-                     `balance: power_of_two_choices`; round robin does not look at load",
-                ))
-            }
-            RawLoad::PeakEwma => LoadMetric::PeakEwma,
-        };
-        let ewma = p.peak_ewma;
-        let peak_ewma = PeakEwmaConfig {
-            default_rtt: or(ewma.as_ref().and_then(|e| e.default_rtt), DEFAULT_RTT),
-            decay: self.nonzero(
-                &format!("{key}.peak_ewma.decay"),
-                ewma.as_ref().and_then(|e| e.decay),
-                DEFAULT_DECAY,
-            )?,
-        };
-
-        let t = p.timeouts.unwrap_or_default();
-        let timeouts = PoolTimeouts {
-            connect: self.nonzero(
-                &format!("{key}.timeouts.connect"),
-                t.connect,
-                global.connect,
-            )?,
-            response_header: self.nonzero(
-                &format!("{key}.timeouts.response_header"),
-                t.response_header,
-                global.response_header,
-            )?,
-            idle: or(t.idle, global.idle),
-        };
+        let balance = self.balance(key, p.balance, p.load, p.peak_ewma)?;
+        let timeouts = self.pool_timeouts(key, p.timeouts.unwrap_or_default(), global)?;
 
         let discovery = self.discovery(&format!("{key}.discovery"), p.discovery)?;
-        let endpoints = match p.endpoints {
-            Some(list) if !list.is_empty() => list,
-            _ if !discovery.is_empty() => Vec::new(),
-            _ => {
-                return Err(self.err(
-                    format!("{key}.endpoints"),
-                    format!("pool `{}` has no endpoints and no discovery source", p.name),
-                ))
-            }
-        };
-        let mut out: Vec<EndpointConfig> = Vec::with_capacity(endpoints.len());
-        for (j, e) in endpoints.into_iter().enumerate() {
-            let ekey = format!("{key}.endpoints[{j}]");
-            let endpoint = self.endpoint(&ekey, e)?;
-            if let Some(first) = out.iter().position(|o| o.address == endpoint.address) {
-                return Err(self.err(
-                    format!("{ekey}.address"),
-                    format!(
-                        "duplicate endpoint {} in pool `{}` (also {key}.endpoints[{first}]); \
-                         use `weight` to send it more traffic",
-                        endpoint.address, p.name
-                    ),
-                ));
-            }
-            out.push(endpoint);
-        }
+        let endpoints = self.endpoints(key, &p.name, p.endpoints, !discovery.is_empty())?;
 
         let protocol = match p.protocol.unwrap_or(RawProtocol::Http1) {
             RawProtocol::Http1 => UpstreamProtocol::Http1,
@@ -385,17 +324,13 @@ impl Validator<'_> {
 
         Ok(PoolConfig {
             name: p.name,
-            balance: BalanceConfig {
-                algorithm,
-                load,
-                peak_ewma,
-            },
+            balance,
             protocol,
             host_header: match p.host_header.unwrap_or(RawHostHeader::Preserve) {
                 RawHostHeader::Preserve => HostHeader::Preserve,
                 RawHostHeader::Endpoint => HostHeader::Endpoint,
             },
-            endpoints: out,
+            endpoints,
             timeouts,
             max_idle_per_endpoint: p
                 .max_idle_per_endpoint
@@ -410,6 +345,106 @@ impl Validator<'_> {
             tls,
             limits: self.pool_limits(&format!("{key}.limits"), p.limits)?,
         })
+    }
+
+    /// A pool's `balance:`, `load:` and `peak_ewma:` keys; `key` is the
+    /// pool's own path.
+    fn balance(
+        &self,
+        key: &str,
+        balance: Option<RawAlgorithm>,
+        load: Option<RawLoad>,
+        ewma: Option<raw::RawPeakEwma>,
+    ) -> Result<BalanceConfig, ConfigError> {
+        let algorithm = match balance.unwrap_or(RawAlgorithm::RoundRobin) {
+            RawAlgorithm::RoundRobin => Algorithm::RoundRobin,
+            RawAlgorithm::LeastConnections => Algorithm::LeastConnections,
+            RawAlgorithm::PowerOfTwoChoices => Algorithm::PowerOfTwoChoices,
+        };
+        let load = match load.unwrap_or(RawLoad::InFlight) {
+            RawLoad::InFlight => LoadMetric::InFlight,
+            RawLoad::PeakEwma if algorithm == Algorithm::RoundRobin => {
+                return Err(self.err(
+                    format!("{key}.load"),
+                    "`load: peak_ewma` needs `balance: least_connections` or \
+                     `balance: power_of_two_choices`; round robin does not look at load",
+                ))
+            }
+            RawLoad::PeakEwma => LoadMetric::PeakEwma,
+        };
+        let peak_ewma = PeakEwmaConfig {
+            default_rtt: or(ewma.as_ref().and_then(|e| e.default_rtt), DEFAULT_RTT),
+            decay: self.nonzero(
+                &format!("{key}.peak_ewma.decay"),
+                ewma.as_ref().and_then(|e| e.decay),
+                DEFAULT_DECAY,
+            )?,
+        };
+        Ok(BalanceConfig {
+            algorithm,
+            load,
+            peak_ewma,
+        })
+    }
+
+    /// A pool's `timeouts:`, each defaulting to the top-level one.
+    fn pool_timeouts(
+        &self,
+        key: &str,
+        t: raw::RawPoolTimeouts,
+        global: &PoolTimeouts,
+    ) -> Result<PoolTimeouts, ConfigError> {
+        Ok(PoolTimeouts {
+            connect: self.nonzero(
+                &format!("{key}.timeouts.connect"),
+                t.connect,
+                global.connect,
+            )?,
+            response_header: self.nonzero(
+                &format!("{key}.timeouts.response_header"),
+                t.response_header,
+                global.response_header,
+            )?,
+            idle: or(t.idle, global.idle),
+        })
+    }
+
+    /// A pool's static `endpoints:`, which may be absent only when a
+    /// discovery source supplies them; no address may appear twice.
+    fn endpoints(
+        &self,
+        key: &str,
+        pool: &str,
+        raw: Option<Vec<RawEndpoint>>,
+        has_discovery: bool,
+    ) -> Result<Vec<EndpointConfig>, ConfigError> {
+        let endpoints = match raw {
+            Some(list) if !list.is_empty() => list,
+            _ if has_discovery => Vec::new(),
+            _ => {
+                return Err(self.err(
+                    format!("{key}.endpoints"),
+                    format!("pool `{pool}` has no endpoints and no discovery source"),
+                ))
+            }
+        };
+        let mut out: Vec<EndpointConfig> = Vec::with_capacity(endpoints.len());
+        for (j, e) in endpoints.into_iter().enumerate() {
+            let ekey = format!("{key}.endpoints[{j}]");
+            let endpoint = self.endpoint(&ekey, e)?;
+            if let Some(first) = out.iter().position(|o| o.address == endpoint.address) {
+                return Err(self.err(
+                    format!("{ekey}.address"),
+                    format!(
+                        "duplicate endpoint {} in pool `{pool}` (also {key}.endpoints[{first}]); \
+                         use `weight` to send it more traffic",
+                        endpoint.address
+                    ),
+                ));
+            }
+            out.push(endpoint);
+        }
+        Ok(out)
     }
 
     /// The top-level `limits:` block.
@@ -528,151 +563,16 @@ impl Validator<'_> {
     }
 
     fn health(&self, key: &str, raw: Option<RawHealth>) -> Result<HealthConfig, ConfigError> {
-        use crate::health::passive::{PassivePolicy, StatusSet};
-        use crate::health::{parse_status_range, ActivePolicy, ProbeKind};
         let Some(raw) = raw else {
             return Ok(HealthConfig::default());
         };
         let active = match raw.active {
             None => None,
-            Some(a) => {
-                let akey = format!("{key}.active");
-                let d = ActivePolicy::default();
-                let kind = match a.kind.unwrap_or(RawProbeType::Http) {
-                    RawProbeType::Tcp => {
-                        for (set, name) in [
-                            (a.path.is_some(), "path"),
-                            (a.method.is_some(), "method"),
-                            (a.host.is_some(), "host"),
-                            (a.expected_statuses.is_some(), "expected_statuses"),
-                        ] {
-                            if set {
-                                return Err(self.err(
-                                    format!("{akey}.{name}"),
-                                    "only meaningful with `type: http`",
-                                ));
-                            }
-                        }
-                        ProbeKind::Tcp
-                    }
-                    RawProbeType::Http => {
-                        let path = a.path.unwrap_or_else(|| "/".to_owned());
-                        if !path.starts_with('/')
-                            || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
-                        {
-                            return Err(self.err(
-                                format!("{akey}.path"),
-                                format!(
-                                    "`{path}` is not a valid request path (it must start with `/`)"
-                                ),
-                            ));
-                        }
-                        let method = match a.method {
-                            None => http::Method::GET,
-                            Some(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| {
-                                self.err(
-                                    format!("{akey}.method"),
-                                    format!("`{m}` is not an HTTP method"),
-                                )
-                            })?,
-                        };
-                        if let Some(h) = &a.host {
-                            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
-                                return Err(self.err(
-                                    format!("{akey}.host"),
-                                    format!("`{h}` is not a valid Host header"),
-                                ));
-                            }
-                        }
-                        let expected = match a.expected_statuses {
-                            None => vec![(200, 399)],
-                            Some(list) => list
-                                .iter()
-                                .enumerate()
-                                .map(|(i, r)| {
-                                    parse_status_range(r).ok_or_else(|| {
-                                        self.err(
-                                            format!("{akey}.expected_statuses[{i}]"),
-                                            format!(
-                                                "`{r}` is not a status or range like `200-399`"
-                                            ),
-                                        )
-                                    })
-                                })
-                                .collect::<Result<_, _>>()?,
-                        };
-                        ProbeKind::Http {
-                            method,
-                            path,
-                            host: a.host,
-                            expected,
-                        }
-                    }
-                };
-                Some(ActivePolicy {
-                    kind,
-                    interval: self.nonzero(&format!("{akey}.interval"), a.interval, d.interval)?,
-                    timeout: self.nonzero(&format!("{akey}.timeout"), a.timeout, d.timeout)?,
-                    jitter: or(a.jitter, d.jitter),
-                    healthy_threshold: self.int_in(
-                        &format!("{akey}.healthy_threshold"),
-                        a.healthy_threshold,
-                        2,
-                        1,
-                        1000,
-                    )? as u32,
-                    unhealthy_threshold: self.int_in(
-                        &format!("{akey}.unhealthy_threshold"),
-                        a.unhealthy_threshold,
-                        3,
-                        1,
-                        1000,
-                    )? as u32,
-                    ..d
-                })
-            }
+            Some(a) => Some(self.active_health(&format!("{key}.active"), a)?),
         };
         let passive = match raw.passive {
             None => None,
-            Some(p) => {
-                let pkey = format!("{key}.passive");
-                let d = PassivePolicy::default();
-                let base = self.nonzero(
-                    &format!("{pkey}.base_ejection_time"),
-                    p.base_ejection_time,
-                    d.base_ejection_time,
-                )?;
-                let max = or(p.max_ejection_time, d.max_ejection_time);
-                if max < base {
-                    return Err(self.err(
-                        format!("{pkey}.max_ejection_time"),
-                        "must not be shorter than base_ejection_time",
-                    ));
-                }
-                Some(PassivePolicy {
-                    consecutive_failures: self.int_in(
-                        &format!("{pkey}.consecutive_failures"),
-                        p.consecutive_failures,
-                        5,
-                        1,
-                        1000,
-                    )? as u32,
-                    base_ejection_time: base,
-                    max_ejection_time: max,
-                    max_ejection_percent: self.int_in(
-                        &format!("{pkey}.max_ejection_percent"),
-                        p.max_ejection_percent,
-                        50,
-                        0,
-                        100,
-                    )? as u8,
-                    failure_statuses: StatusSet::from_codes(self.statuses(
-                        &format!("{pkey}.failure_statuses"),
-                        p.failure_statuses,
-                        &[502, 503, 504],
-                    )?),
-                })
-            }
+            Some(p) => Some(self.passive_health(&format!("{key}.passive"), p)?),
         };
         Ok(HealthConfig {
             active,
@@ -684,6 +584,141 @@ impl Validator<'_> {
                 0,
                 100,
             )? as u8,
+        })
+    }
+
+    /// `health.active:` at `akey`: the probe and its schedule.
+    fn active_health(&self, akey: &str, a: raw::RawActive) -> Result<ActivePolicy, ConfigError> {
+        let d = ActivePolicy::default();
+        let kind = match a.kind.unwrap_or(RawProbeType::Http) {
+            RawProbeType::Tcp => {
+                for (set, name) in [
+                    (a.path.is_some(), "path"),
+                    (a.method.is_some(), "method"),
+                    (a.host.is_some(), "host"),
+                    (a.expected_statuses.is_some(), "expected_statuses"),
+                ] {
+                    if set {
+                        return Err(self.err(
+                            format!("{akey}.{name}"),
+                            "only meaningful with `type: http`",
+                        ));
+                    }
+                }
+                ProbeKind::Tcp
+            }
+            RawProbeType::Http => self.http_probe(akey, &a)?,
+        };
+        Ok(ActivePolicy {
+            kind,
+            interval: self.nonzero(&format!("{akey}.interval"), a.interval, d.interval)?,
+            timeout: self.nonzero(&format!("{akey}.timeout"), a.timeout, d.timeout)?,
+            jitter: or(a.jitter, d.jitter),
+            healthy_threshold: self.int_in(
+                &format!("{akey}.healthy_threshold"),
+                a.healthy_threshold,
+                2,
+                1,
+                1000,
+            )? as u32,
+            unhealthy_threshold: self.int_in(
+                &format!("{akey}.unhealthy_threshold"),
+                a.unhealthy_threshold,
+                3,
+                1,
+                1000,
+            )? as u32,
+            ..d
+        })
+    }
+
+    /// The request of an HTTP probe (`type: http`, the default): path,
+    /// method, Host header and the statuses that count as healthy.
+    fn http_probe(&self, akey: &str, a: &raw::RawActive) -> Result<ProbeKind, ConfigError> {
+        let path = a.path.clone().unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+            return Err(self.err(
+                format!("{akey}.path"),
+                format!("`{path}` is not a valid request path (it must start with `/`)"),
+            ));
+        }
+        let method = match &a.method {
+            None => http::Method::GET,
+            Some(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                self.err(
+                    format!("{akey}.method"),
+                    format!("`{m}` is not an HTTP method"),
+                )
+            })?,
+        };
+        if let Some(h) = &a.host {
+            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                return Err(self.err(
+                    format!("{akey}.host"),
+                    format!("`{h}` is not a valid Host header"),
+                ));
+            }
+        }
+        let expected = match &a.expected_statuses {
+            None => vec![(200, 399)],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    parse_status_range(r).ok_or_else(|| {
+                        self.err(
+                            format!("{akey}.expected_statuses[{i}]"),
+                            format!("`{r}` is not a status or range like `200-399`"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(ProbeKind::Http {
+            method,
+            path,
+            host: a.host.clone(),
+            expected,
+        })
+    }
+
+    /// `health.passive:` at `pkey`: outlier ejection on failed requests.
+    fn passive_health(&self, pkey: &str, p: raw::RawPassive) -> Result<PassivePolicy, ConfigError> {
+        let d = PassivePolicy::default();
+        let base = self.nonzero(
+            &format!("{pkey}.base_ejection_time"),
+            p.base_ejection_time,
+            d.base_ejection_time,
+        )?;
+        let max = or(p.max_ejection_time, d.max_ejection_time);
+        if max < base {
+            return Err(self.err(
+                format!("{pkey}.max_ejection_time"),
+                "must not be shorter than base_ejection_time",
+            ));
+        }
+        Ok(PassivePolicy {
+            consecutive_failures: self.int_in(
+                &format!("{pkey}.consecutive_failures"),
+                p.consecutive_failures,
+                5,
+                1,
+                1000,
+            )? as u32,
+            base_ejection_time: base,
+            max_ejection_time: max,
+            max_ejection_percent: self.int_in(
+                &format!("{pkey}.max_ejection_percent"),
+                p.max_ejection_percent,
+                50,
+                0,
+                100,
+            )? as u8,
+            failure_statuses: StatusSet::from_codes(self.statuses(
+                &format!("{pkey}.failure_statuses"),
+                p.failure_statuses,
+                &[502, 503, 504],
+            )?),
         })
     }
 
@@ -983,27 +1018,7 @@ impl Validator<'_> {
                     format!("duplicate route name `{name}` (also used by routes[{first}])"),
                 ));
             }
-
-            let hosts = match (r.host, r.hosts) {
-                (Some(_), Some(_)) => {
-                    return Err(self.err(
-                        format!("{key}.host"),
-                        "use either `host` or `hosts`, not both",
-                    ))
-                }
-                (Some(h), None) => {
-                    vec![host_match(&h).map_err(|m| self.err(format!("{key}.host"), m))?]
-                }
-                (None, Some(list)) => list
-                    .iter()
-                    .enumerate()
-                    .map(|(j, h)| {
-                        host_match(h).map_err(|m| self.err(format!("{key}.hosts[{j}]"), m))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                (None, None) => Vec::new(),
-            };
-
+            let hosts = self.route_hosts(&key, r.host, r.hosts)?;
             let path_prefix = r.path_prefix.unwrap_or_else(|| "/".to_string());
             if !path_prefix.starts_with('/') {
                 return Err(self.err(
@@ -1013,24 +1028,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
-
-            if !pools.iter().any(|p| p.name == r.pool) {
-                let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-                let hint = match did_you_mean(&r.pool, names.iter().copied()) {
-                    Some(best) => format!("; did you mean `{best}`?"),
-                    None => String::new(),
-                };
-                let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-                return Err(self.err(
-                    format!("{key}.pool"),
-                    format!(
-                        "route `{name}` uses pool `{}`, which is not defined (pools: {}){hint}",
-                        r.pool,
-                        list.join(", ")
-                    ),
-                ));
-            }
-
+            self.route_pool(&key, &name, &r.pool, pools)?;
             out.push(RouteConfig {
                 name,
                 hosts,
@@ -1039,6 +1037,60 @@ impl Validator<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// A route's host patterns, from `host:` or `hosts:` (not both); none
+    /// matches any host.
+    fn route_hosts(
+        &self,
+        key: &str,
+        host: Option<String>,
+        hosts: Option<Vec<String>>,
+    ) -> Result<Vec<HostMatch>, ConfigError> {
+        Ok(match (host, hosts) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.host"),
+                    "use either `host` or `hosts`, not both",
+                ))
+            }
+            (Some(h), None) => {
+                vec![host_match(&h).map_err(|m| self.err(format!("{key}.host"), m))?]
+            }
+            (None, Some(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(j, h)| host_match(h).map_err(|m| self.err(format!("{key}.hosts[{j}]"), m)))
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, None) => Vec::new(),
+        })
+    }
+
+    /// Checks that the pool route `name` sends to is defined, suggesting
+    /// the closest name when it is not.
+    fn route_pool(
+        &self,
+        key: &str,
+        name: &str,
+        pool: &str,
+        pools: &[PoolConfig],
+    ) -> Result<(), ConfigError> {
+        if pools.iter().any(|p| p.name == pool) {
+            return Ok(());
+        }
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let hint = match did_you_mean(pool, names.iter().copied()) {
+            Some(best) => format!("; did you mean `{best}`?"),
+            None => String::new(),
+        };
+        let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        Err(self.err(
+            format!("{key}.pool"),
+            format!(
+                "route `{name}` uses pool `{pool}`, which is not defined (pools: {}){hint}",
+                list.join(", ")
+            ),
+        ))
     }
 
     /// A file path from the config, relative ones joined to the config

@@ -426,7 +426,7 @@ pin_project! {
 /// Errors of the three connection kinds, for the debug log only.
 type ServeError = Box<dyn std::error::Error + Send + Sync>;
 
-impl<I, S, B> Served<'_, I, S>
+impl<'a, I, S, B> Served<'a, I, S>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
@@ -437,6 +437,21 @@ where
     B::Error: Into<ServeError>,
     TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
 {
+    /// Serves `io` with the builder for `protocol`.
+    fn new(builders: &'a Builders, protocol: Protocol, io: I, service: S) -> Self {
+        match protocol {
+            Protocol::Http1 => Served::Http1 {
+                conn: builders.http1.serve_connection(io, service).with_upgrades(),
+            },
+            Protocol::Http2 => Served::Http2 {
+                conn: Box::pin(builders.http2.serve_connection(io, service)),
+            },
+            Protocol::Detect => Served::Detect {
+                conn: Box::pin(builders.auto.serve_connection_with_upgrades(io, service)),
+            },
+        }
+    }
+
     fn graceful_shutdown(self: Pin<&mut Self>) {
         match self.project() {
             ServedProj::Http1 { conn } => conn.graceful_shutdown(),
@@ -470,17 +485,7 @@ where
     let peer = ctx.peer;
     let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
     let io = TokioIo::new(stream);
-    let conn = match protocol {
-        Protocol::Http1 => Served::Http1 {
-            conn: builder.http1.serve_connection(io, service).with_upgrades(),
-        },
-        Protocol::Http2 => Served::Http2 {
-            conn: Box::pin(builder.http2.serve_connection(io, service)),
-        },
-        Protocol::Detect => Served::Detect {
-            conn: Box::pin(builder.auto.serve_connection_with_upgrades(io, service)),
-        },
-    };
+    let conn = Served::new(&builder, protocol, io, service);
     tokio::pin!(conn);
     let mut closing = false;
     // Set when the idle watchdog shut the connection down: HTTP/2's

@@ -390,24 +390,7 @@ pub fn load_listener_tls(src: ListenerTlsSource) -> Result<ListenerTls, TlsConfi
         infos.push(info);
         keys.push(Arc::new(ck));
     }
-
-    if src.alpn.is_empty() {
-        return Err(fail(
-            "alpn",
-            "empty list; omit `alpn` for the default [h2, http/1.1]",
-        ));
-    }
-    for (i, p) in src.alpn.iter().enumerate() {
-        if p != "h2" && p != "http/1.1" {
-            return Err(fail(
-                format!("alpn[{i}]"),
-                format!("`{p}` is not a protocol weir serves; use `h2` and/or `http/1.1`"),
-            ));
-        }
-        if src.alpn.iter().take(i).any(|q| q == p) {
-            return Err(fail(format!("alpn[{i}]"), format!("`{p}` is listed twice")));
-        }
-    }
+    check_alpn(&src.alpn)?;
 
     let versions: &[&rustls::SupportedProtocolVersion] = match src.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -452,6 +435,29 @@ pub fn load_listener_tls(src: ListenerTlsSource) -> Result<ListenerTls, TlsConfi
         client_auth,
         server_config: Arc::new(config),
     })
+}
+
+/// Checks the `alpn:` list: not empty, only protocols weir serves, none
+/// twice.
+fn check_alpn(alpn: &[String]) -> Result<(), TlsConfigError> {
+    if alpn.is_empty() {
+        return Err(fail(
+            "alpn",
+            "empty list; omit `alpn` for the default [h2, http/1.1]",
+        ));
+    }
+    for (i, p) in alpn.iter().enumerate() {
+        if p != "h2" && p != "http/1.1" {
+            return Err(fail(
+                format!("alpn[{i}]"),
+                format!("`{p}` is not a protocol weir serves; use `h2` and/or `http/1.1`"),
+            ));
+        }
+        if alpn.iter().take(i).any(|q| q == p) {
+            return Err(fail(format!("alpn[{i}]"), format!("`{p}` is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Picks a certificate by SNI; see the module docs for the rules.

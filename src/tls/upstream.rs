@@ -45,7 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{self as stls, Material};
+use super::{self as stls, fail, Material};
 
 /// A pool's validated `tls:` block with its ready-to-use client configs.
 #[derive(Clone)]
@@ -126,10 +126,6 @@ pub fn load_upstream_tls(
     src: UpstreamTlsSource,
     protocol: Alpn,
 ) -> Result<UpstreamTls, stls::TlsConfigError> {
-    let fail = |field: &str, message: String| stls::TlsConfigError {
-        field: field.to_string(),
-        message,
-    };
     let provider = stls::provider();
     if let Some(sni) = &src.sni {
         if ServerName::try_from(sni.as_str()).is_err() || sni.contains('*') {
@@ -160,42 +156,7 @@ pub fn load_upstream_tls(
     } else {
         builder.with_root_certificates(roots)
     };
-    let mut config = match (&src.client_cert, &src.client_key) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(_), None) => {
-            return Err(fail(
-                "client_key",
-                "`client_cert` needs `client_key`".into(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(fail(
-                "client_cert",
-                "`client_key` needs `client_cert`".into(),
-            ))
-        }
-        (Some(cert_path), Some(key_path)) => {
-            let cert_pem = stls::read_file(cert_path).map_err(|m| fail("client_cert", m))?;
-            let key_pem = stls::read_file(key_path).map_err(|m| fail("client_key", m))?;
-            let chain =
-                stls::parse_certs(cert_path, &cert_pem).map_err(|m| fail("client_cert", m))?;
-            let key = stls::parse_key(key_path, &key_pem).map_err(|m| fail("client_key", m))?;
-            // Same checks as listener certificates, for the same errors.
-            stls::certified_key(
-                chain.clone(),
-                key.clone_key(),
-                cert_path,
-                key_path,
-                &provider,
-            )
-            .map_err(|(on_key, m)| fail(if on_key { "client_key" } else { "client_cert" }, m))?;
-            material.push(cert_pem);
-            material.push(key_pem);
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| fail("client_key", format!("{}: {e}", key_path.display())))?
-        }
-    };
+    let mut config = with_client_auth(builder, &src, &provider, &mut material)?;
     let alpn = match protocol {
         Alpn::Http11 => "http/1.1",
         Alpn::H2 => "h2",
@@ -213,6 +174,41 @@ pub fn load_upstream_tls(
         requests: Arc::new(config),
         probes,
     })
+}
+
+/// Finishes a client config with the pool's client certificate, if it has
+/// one (`client_cert:` and `client_key:` go together), checked as listener
+/// certificates are; the files' bytes are appended to `material`.
+fn with_client_auth(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    src: &UpstreamTlsSource,
+    provider: &CryptoProvider,
+    material: &mut Vec<Vec<u8>>,
+) -> Result<rustls::ClientConfig, stls::TlsConfigError> {
+    let (cert_path, key_path) = match (&src.client_cert, &src.client_key) {
+        (None, None) => return Ok(builder.with_no_client_auth()),
+        (Some(_), None) => return Err(fail("client_key", "`client_cert` needs `client_key`")),
+        (None, Some(_)) => return Err(fail("client_cert", "`client_key` needs `client_cert`")),
+        (Some(cert), Some(key)) => (cert, key),
+    };
+    let cert_pem = stls::read_file(cert_path).map_err(|m| fail("client_cert", m))?;
+    let key_pem = stls::read_file(key_path).map_err(|m| fail("client_key", m))?;
+    let chain = stls::parse_certs(cert_path, &cert_pem).map_err(|m| fail("client_cert", m))?;
+    let key = stls::parse_key(key_path, &key_pem).map_err(|m| fail("client_key", m))?;
+    // Same checks as listener certificates, for the same errors.
+    stls::certified_key(
+        chain.clone(),
+        key.clone_key(),
+        cert_path,
+        key_path,
+        provider,
+    )
+    .map_err(|(on_key, m)| fail(if on_key { "client_key" } else { "client_cert" }, m))?;
+    material.push(cert_pem);
+    material.push(key_pem);
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| fail("client_key", format!("{}: {e}", key_path.display())))
 }
 
 impl UpstreamTls {

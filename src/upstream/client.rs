@@ -137,33 +137,90 @@ impl ConnPool {
     /// the request went out), which makes it safe to retry for any method.
     pub(crate) async fn send(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         settings: &ConnectSettings,
     ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
         match self.protocol {
-            UpstreamProtocol::H2c => {
-                // Connecting is rare and its future is large: boxed, so
-                // the per-request future (kept for the whole life of each
-                // client connection by hyper) stays small.
-                let mut sender = match self.live_h2() {
-                    Some(s) => s,
-                    None => match Box::pin(self.h2_sender(settings)).await {
-                        Ok(s) => s,
-                        Err(error) => {
-                            return Err(SendError {
-                                error,
-                                unsent: Some(req),
-                            })
-                        }
+            UpstreamProtocol::H2c => Ok((self.send_h2(req, settings).await?, None)),
+            UpstreamProtocol::Http1 => self.send_h1(req, settings).await,
+        }
+    }
+
+    /// [`send`](Self::send) over the endpoint's shared HTTP/2 connection,
+    /// opened first if there is none.
+    async fn send_h2(
+        &self,
+        req: Request<RequestBody>,
+        settings: &ConnectSettings,
+    ) -> Result<Response<Incoming>, SendError> {
+        // Connecting is rare and its future is large: boxed, so the
+        // per-request future (kept for the whole life of each client
+        // connection by hyper) stays small.
+        let mut sender = match self.live_h2() {
+            Some(s) => s,
+            None => match Box::pin(self.h2_sender(settings)).await {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    })
+                }
+            },
+        };
+        let fut = sender.try_send_request(req);
+        match tokio::time::timeout(settings.response_header_timeout, fut).await {
+            Err(_) => Err(self.response_timeout(settings).into()),
+            Ok(Ok(res)) => Ok(res),
+            Ok(Err(mut e)) => {
+                let unsent = e.take_message();
+                Err(SendError {
+                    error: ProxyError::Upstream {
+                        addr: self.addr,
+                        error: e.into_error(),
                     },
-                };
-                let fut = sender.try_send_request(req);
-                match tokio::time::timeout(settings.response_header_timeout, fut).await {
-                    Err(_) => Err(self.response_timeout(settings).into()),
-                    Ok(Ok(res)) => Ok((res, None)),
-                    Ok(Err(mut e)) => {
-                        let unsent = e.take_message();
-                        Err(SendError {
+                    unsent,
+                })
+            }
+        }
+    }
+
+    /// [`send`](Self::send) over an idle pooled HTTP/1 connection, or a new
+    /// one; the connection is returned with the response.
+    async fn send_h1(
+        &self,
+        mut req: Request<RequestBody>,
+        settings: &ConnectSettings,
+    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+        // A pooled connection may have been closed by the endpoint just as
+        // we picked it. If hyper hands the request back unsent, try the
+        // next idle one, and finally a fresh one.
+        loop {
+            let (mut sender, reused) = match self.pop_idle(settings) {
+                Some(s) => (s, true),
+                // Boxed for the same reason as the h2 connect.
+                None => match Box::pin(self.connect_h1(settings)).await {
+                    Ok(s) => (s, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
+            };
+            if reused && sender.ready().await.is_err() {
+                continue;
+            }
+            let fut = sender.try_send_request(req);
+            let res = tokio::time::timeout(settings.response_header_timeout, fut).await;
+            match res {
+                Err(_) => return Err(self.response_timeout(settings).into()),
+                Ok(Ok(res)) => return Ok((res, Some(PooledConn { sender }))),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    unsent => {
+                        return Err(SendError {
                             error: ProxyError::Upstream {
                                 addr: self.addr,
                                 error: e.into_error(),
@@ -171,48 +228,7 @@ impl ConnPool {
                             unsent,
                         })
                     }
-                }
-            }
-            UpstreamProtocol::Http1 => {
-                // A pooled connection may have been closed by the endpoint
-                // just as we picked it. If hyper hands the request back
-                // unsent, try the next idle one, and finally a fresh one.
-                loop {
-                    let (mut sender, reused) = match self.pop_idle(settings) {
-                        Some(s) => (s, true),
-                        // Boxed for the same reason as the h2 connect.
-                        None => match Box::pin(self.connect_h1(settings)).await {
-                            Ok(s) => (s, false),
-                            Err(error) => {
-                                return Err(SendError {
-                                    error,
-                                    unsent: Some(req),
-                                })
-                            }
-                        },
-                    };
-                    if reused && sender.ready().await.is_err() {
-                        continue;
-                    }
-                    let fut = sender.try_send_request(req);
-                    let res = tokio::time::timeout(settings.response_header_timeout, fut).await;
-                    match res {
-                        Err(_) => return Err(self.response_timeout(settings).into()),
-                        Ok(Ok(res)) => return Ok((res, Some(PooledConn { sender }))),
-                        Ok(Err(mut e)) => match e.take_message() {
-                            Some(unsent) if reused => req = unsent,
-                            unsent => {
-                                return Err(SendError {
-                                    error: ProxyError::Upstream {
-                                        addr: self.addr,
-                                        error: e.into_error(),
-                                    },
-                                    unsent,
-                                })
-                            }
-                        },
-                    }
-                }
+                },
             }
         }
     }

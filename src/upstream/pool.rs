@@ -154,6 +154,44 @@ struct DiscoveryState {
     status: Vec<SourceStatus>,
 }
 
+impl DiscoveryState {
+    /// The state a new pool starts from: every source pending, except
+    /// that a source whose config is unchanged from `previous` keeps its
+    /// last set and status.
+    fn carried_over(config: &PoolConfig, previous: Option<(&PoolConfig, &Pool)>) -> Self {
+        let mut state = DiscoveryState {
+            sets: vec![None; config.discovery.len()],
+            status: config
+                .discovery
+                .iter()
+                .map(|d| SourceStatus {
+                    name: d.name.clone(),
+                    state: "pending",
+                    ..SourceStatus::default()
+                })
+                .collect(),
+        };
+        let Some((old_cfg, old)) = previous else {
+            return state;
+        };
+        let Ok(old_state) = old.discovery.lock() else {
+            return state;
+        };
+        for (i, d) in config.discovery.iter().enumerate() {
+            let Some(j) = old_cfg.discovery.iter().position(|o| o == d) else {
+                continue;
+            };
+            if let (Some(slot), Some(set)) = (state.sets.get_mut(i), old_state.sets.get(j)) {
+                slot.clone_from(set);
+            }
+            if let (Some(slot), Some(st)) = (state.status.get_mut(i), old_state.status.get(j)) {
+                slot.clone_from(st);
+            }
+        }
+        state
+    }
+}
+
 /// How often the panic share is recomputed on the hot path.
 const PANIC_RECHECK: Duration = Duration::from_millis(100);
 
@@ -186,37 +224,7 @@ impl Pool {
         for ep in &config.endpoints {
             static_endpoints.insert(ep.address, ep.weight, 0);
         }
-        let mut state = DiscoveryState {
-            sets: vec![None; config.discovery.len()],
-            status: config
-                .discovery
-                .iter()
-                .map(|d| SourceStatus {
-                    name: d.name.clone(),
-                    state: "pending",
-                    ..SourceStatus::default()
-                })
-                .collect(),
-        };
-        if let Some((old_cfg, old)) = previous {
-            if let Ok(old_state) = old.discovery.lock() {
-                for (i, d) in config.discovery.iter().enumerate() {
-                    let same = old_cfg.discovery.iter().position(|o| o == d);
-                    if let Some(j) = same {
-                        if let (Some(slot), Some(set)) =
-                            (state.sets.get_mut(i), old_state.sets.get(j))
-                        {
-                            slot.clone_from(set);
-                        }
-                        if let (Some(slot), Some(st)) =
-                            (state.status.get_mut(i), old_state.status.get(j))
-                        {
-                            slot.clone_from(st);
-                        }
-                    }
-                }
-            }
-        }
+        let state = DiscoveryState::carried_over(config, previous);
         let now = Instant::now();
         let selector_options = selector_options(&config.balance);
         let pool = Pool {
