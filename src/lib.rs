@@ -24,9 +24,10 @@
 //!  metrics, error, routing,     metric handles; ProxyError → status (one place);
 //!  limits                       host/path table; client and pool limits          (4)
 //!  config                       validated, immutable; plain data and TLS material (1)
-//!  tls, balance, retry, health  leaves: PEM/rustls configs and MaybeTls; pure
-//!                               selectors; retry rules and budget; health state,
-//!                               rise/fall tracker and passive ejection           (4)
+//!  tls, balance, retry, health, leaves: PEM/rustls configs and MaybeTls; pure
+//!  http1                        selectors; retry rules and budget; health state,
+//!                               rise/fall tracker and passive ejection; the
+//!                               sans-IO HTTP/1.1 codec                           (5)
 //! ```
 //!
 //! Pure code, with no IO and `now` passed in as a `tokio::time::Instant`
@@ -90,6 +91,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod http1;
 pub mod limits;
 pub mod metrics;
 pub mod probe;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// cycle) and from any layer below.
 const LAYERS: &[&[&str]] = &[
     // leaves: pure or self-contained
-    &["tls", "balance", "retry", "health"],
+    &["tls", "balance", "retry", "health", "http1"],
     // validated, immutable configuration
     &["config"],
     &["metrics", "error", "routing", "limits"],
