@@ -1,5 +1,14 @@
-//! Encoding: response heads, chunks, request heads and the Date field.
+//! Encoding: response heads (with the framing field weir chose), chunks,
+//! request heads (original name spelling kept) and the cached Date value.
+//!
+//! Encoders append to a `Vec<u8>` the caller reuses; they never fail:
+//! `HeaderName`/`HeaderValue` cannot hold CR or LF, so nothing a peer sent
+//! can split a line here.
 
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
 use super::head::HeaderCase;
@@ -7,13 +16,13 @@ use super::head::HeaderCase;
 /// How a response body goes on the wire (RFC 9112 §6.1–6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFraming {
-    /// No body at all.
+    /// No body at all (HEAD, 1xx, 204, 304, 2xx to CONNECT).
     NoBody,
     /// Exactly this many bytes, with `content-length`.
     Length(u64),
     /// `transfer-encoding: chunked`.
     Chunked,
-    /// Until the connection closes.
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
     Close,
 }
 
@@ -23,23 +32,70 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// What follows each chunk's data.
 pub const CHUNK_END: &[u8] = b"\r\n";
 
-/// The framing of a response.
+/// HEAD requests, 1xx, 204, 304 and 2xx to CONNECT (a tunnel follows)
+/// have no body; a known exact length is sent as Content-Length; else
+/// chunked for HTTP/1.1 requests and close-delimited for HTTP/1.0 ones,
+/// which cannot read chunked.
 pub fn response_framing(
     method: &Method,
     version: Version,
     status: StatusCode,
     exact_len: Option<u64>,
 ) -> ResponseFraming {
-    let _ = (method, version, status, exact_len);
-    ResponseFraming::Close
+    let no_body = method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || (method == Method::CONNECT && status.is_success());
+    match exact_len {
+        _ if no_body => ResponseFraming::NoBody,
+        Some(n) => ResponseFraming::Length(n),
+        None if version == Version::HTTP_11 => ResponseFraming::Chunked,
+        None => ResponseFraming::Close,
+    }
 }
 
-/// Whether the connection can carry another request after this response.
+/// Whether the connection can carry another request after this response:
+/// not when the body ends with the connection.
 pub fn keep_alive_after(request_keep_alive: bool, framing: ResponseFraming) -> bool {
     request_keep_alive && framing != ResponseFraming::Close
 }
 
-/// Writes a response head.
+/// Appends `n` in decimal.
+fn push_decimal(mut n: u64, dst: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    dst.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// Appends one `name: value` line.
+fn push_field(name: &[u8], value: &[u8], dst: &mut Vec<u8>) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Writes `HTTP/1.1 <code> <reason>`, the fields of `headers` but the
+/// framing ones, then the framing's field, `connection: close` /
+/// `keep-alive` as needed, `date` when `headers` has none, and the final
+/// CRLF.
+///
+/// Content-Length in `headers` is kept only for `NoBody` responses that
+/// may carry it (HEAD and 304 state the representation's length; 1xx and
+/// 204 must not). A 101 keeps the Connection field of `headers` (its
+/// `upgrade` token belongs to the switch) and gets no keep-alive field;
+/// other 1xx get none either.
 pub fn encode_response_head(
     status: StatusCode,
     headers: &HeaderMap,
@@ -49,28 +105,81 @@ pub fn encode_response_head(
     date: &[u8],
     dst: &mut Vec<u8>,
 ) {
-    let _ = (
-        status,
-        headers,
-        framing,
-        keep_alive,
-        request_version,
-        date,
-        dst,
-    );
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(status.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.extend_from_slice(b"\r\n");
+    let interim = status.is_informational();
+    let keep_length =
+        framing == ResponseFraming::NoBody && !interim && status != StatusCode::NO_CONTENT;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in headers {
+        let skip = name == TRANSFER_ENCODING
+            || (name == CONTENT_LENGTH && !keep_length)
+            || (name == CONNECTION && !switching);
+        if !skip {
+            push_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+        }
+    }
+    match framing {
+        ResponseFraming::Length(n) => {
+            dst.extend_from_slice(b"content-length: ");
+            push_decimal(n, dst);
+            dst.extend_from_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::NoBody | ResponseFraming::Close => {}
+    }
+    if !interim {
+        if !keep_alive {
+            dst.extend_from_slice(b"connection: close\r\n");
+        } else if request_version == Version::HTTP_10 {
+            dst.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    if !headers.contains_key(DATE) {
+        push_field(b"date", date, dst);
+    }
+    dst.extend_from_slice(b"\r\n");
 }
 
-/// Writes a chunk header.
+/// Writes `<hex len>\r\n`, the line before a chunk's data. Empty data
+/// must not be framed at all (skip this and [`CHUNK_END`]): a zero size
+/// is the last chunk, so nothing is written for `len == 0`.
 pub fn encode_chunk_header(len: usize, dst: &mut Vec<u8>) {
-    let _ = (len, dst);
+    if len == 0 {
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    while n > 0 && i > 0 {
+        i -= 1;
+        if let (Some(d), Some(&h)) = (digits.get_mut(i), HEX.get(n & 0xf)) {
+            *d = h;
+        }
+        n >>= 4;
+    }
+    dst.extend_from_slice(digits.get(i..).unwrap_or_default());
+    dst.extend_from_slice(b"\r\n");
 }
 
-/// Writes the last chunk.
+/// Writes the last chunk, the trailer fields if any, and the final CRLF.
 pub fn encode_last_chunk(trailers: Option<&HeaderMap>, dst: &mut Vec<u8>) {
-    let _ = (trailers, dst);
+    dst.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        push_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+    }
+    dst.extend_from_slice(b"\r\n");
 }
 
-/// Writes a request head.
+/// Writes a request head: the request line with `uri` as given (origin
+/// form for a path-only uri; absolute, authority or asterisk form as
+/// they are), then every field, named with its original spelling from
+/// `case` when it has one (the nth line of a name gets the nth spelling),
+/// else as the map holds it (lowercase), and the final CRLF.
 pub fn encode_request_head(
     method: &Method,
     uri: &Uri,
@@ -79,10 +188,58 @@ pub fn encode_request_head(
     case: Option<&HeaderCase>,
     dst: &mut Vec<u8>,
 ) {
-    let _ = (method, uri, version, headers, case, dst);
+    dst.extend_from_slice(method.as_str().as_bytes());
+    dst.push(b' ');
+    if let Some(scheme) = uri.scheme_str() {
+        dst.extend_from_slice(scheme.as_bytes());
+        dst.extend_from_slice(b"://");
+    }
+    if let Some(authority) = uri.authority() {
+        dst.extend_from_slice(authority.as_str().as_bytes());
+    }
+    dst.extend_from_slice(uri.path().as_bytes());
+    if let Some(query) = uri.query() {
+        dst.push(b'?');
+        dst.extend_from_slice(query.as_bytes());
+    }
+    let version: &[u8] = if version == Version::HTTP_10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    };
+    dst.extend_from_slice(version);
+    for name in headers.keys() {
+        for (nth, value) in headers.get_all(name).iter().enumerate() {
+            let spelling = case
+                .and_then(|c| c.spelling(name, nth))
+                .unwrap_or(name.as_str().as_bytes());
+            push_field(spelling, value.as_bytes(), dst);
+        }
+    }
+    dst.extend_from_slice(b"\r\n");
 }
 
-/// The current IMF-fixdate.
+thread_local! {
+    /// The second the cached date is for, and its text.
+    static DATE_CACHE: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [b' '; 29])) };
+}
+
+/// The current time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// for the `date` field: formatted at most once per second per thread.
 pub fn http_date() -> [u8; 29] {
-    [b' '; 29]
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_CACHE.with(|cache| {
+        let (cached_secs, text) = cache.get();
+        if cached_secs == secs {
+            return text;
+        }
+        let mut fresh = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        if let Some(dst) = fresh.get_mut(..formatted.len()) {
+            dst.copy_from_slice(formatted.as_bytes());
+        }
+        cache.set((secs, fresh));
+        fresh
+    })
 }

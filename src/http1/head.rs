@@ -1,7 +1,19 @@
-//! Request heads: the request line, the field section and their validation.
+//! Request heads: the request line, the field section, and the checks
+//! that decide whether weir may forward them (framing, Host, target form).
+//!
+//! The block's lines are checked first ([`super::lines`]); the request
+//! line is split here (exactly two single spaces); the field lines go to
+//! httparse, which checks names (tokens, no space before the colon) and
+//! values (no CTL but HTAB); then the framing and routing fields are
+//! validated with the grammars of [`super::fields`].
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use memchr::memchr;
+
+use super::fields::{self, ConnectionTokens};
+use super::lines::BlockScan;
 
 /// Parser limits (from the listener's `limits:` config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +115,16 @@ impl HeaderCase {
     pub fn push(&mut self, name: HeaderName, raw: Bytes) {
         self.names.push((name, raw));
     }
+
+    /// Field lines recorded.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no field line was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
 }
 
 /// A parsed, validated request head.
@@ -129,12 +151,300 @@ pub struct RequestHead {
 }
 
 /// Parses and validates a request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, read more (but past `limits.max_head_bytes` it
+/// is `Err(HeadError::HeadTooLarge)` instead). `Ok(Some(head))`: the head
+/// was split off `buf`, which now starts at the body or the next request;
+/// header values and spellings are zero-copy slices of it. Empty lines
+/// before the request line are consumed (RFC 9112 §2.2). After an error
+/// the contents of `buf` are unspecified: the connection is done.
+///
+/// Each call scans `buf` from its start, so the cost of a call is bounded
+/// by `max_head_bytes`.
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    if buf.len() > limits.max_head_bytes {
-        return Err(HeadError::HeadTooLarge);
+    skip_empty_lines(buf)?;
+    let mut scan = BlockScan::default();
+    let scanned = scan
+        .scan(buf, limits.max_head_bytes)
+        .map_err(|e| HeadError::Malformed(e.reason()))?;
+    let Some(end) = scanned else {
+        if buf.len() > limits.max_head_bytes {
+            return Err(HeadError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    // Lines besides the request line (scan counted every non-empty one).
+    let fields = scan.lines().saturating_sub(1);
+    if fields > limits.max_headers {
+        return Err(HeadError::TooManyHeaders);
     }
-    Ok(None)
+    let head = buf.split_to(end).freeze();
+    build_head(&head, fields).map(Some)
+}
+
+/// Consumes CRLF pairs at the front of `buf`; a lone CR at the end waits
+/// for its LF.
+fn skip_empty_lines(buf: &mut BytesMut) -> Result<(), HeadError> {
+    let mut n = 0;
+    loop {
+        match (buf.get(n), buf.get(n + 1)) {
+            (Some(b'\r'), Some(b'\n')) => n += 2,
+            (Some(b'\r'), Some(_)) => return Err(HeadError::Malformed("bare CR")),
+            (Some(b'\n'), _) => return Err(HeadError::Malformed("bare LF")),
+            _ => break,
+        }
+    }
+    buf.advance(n);
+    Ok(())
+}
+
+/// The request line: `method SP request-target SP HTTP-version`.
+struct RequestLine<'a> {
+    method: Method,
+    target: &'a [u8],
+    version: Version,
+}
+
+/// Splits and checks the request line (without its CRLF).
+fn request_line(line: &[u8]) -> Result<RequestLine<'_>, HeadError> {
+    const BAD: HeadError = HeadError::Malformed("invalid request line");
+    let sp1 = memchr(b' ', line).ok_or(BAD)?;
+    let (method, rest) = (
+        line.get(..sp1).unwrap_or_default(),
+        line.get(sp1 + 1..).unwrap_or_default(),
+    );
+    let sp2 = memchr(b' ', rest).ok_or(BAD)?;
+    let (target, version) = (
+        rest.get(..sp2).unwrap_or_default(),
+        rest.get(sp2 + 1..).unwrap_or_default(),
+    );
+    if target.is_empty() || memchr(b' ', version).is_some() {
+        return Err(BAD);
+    }
+    if !fields::is_token(method) {
+        return Err(HeadError::Malformed("invalid method"));
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(HeadError::Version)
+        }
+        _ => return Err(HeadError::Malformed("invalid HTTP version")),
+    };
+    let method = Method::from_bytes(method).map_err(|_| HeadError::Malformed("invalid method"))?;
+    Ok(RequestLine {
+        method,
+        target,
+        version,
+    })
+}
+
+/// Checks the request target's form against the method (RFC 9112 §3.2)
+/// and parses it, zero-copy.
+fn request_target(method: &Method, target: &[u8], head: &Bytes) -> Result<Uri, HeadError> {
+    if !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        return Err(HeadError::Malformed("invalid character in target"));
+    }
+    if memchr(b'#', target).is_some() {
+        return Err(HeadError::Malformed("fragment in target"));
+    }
+    let connect = method == Method::CONNECT;
+    if connect {
+        fields::host(target, true)
+            .map_err(|_| HeadError::Malformed("CONNECT needs authority-form"))?;
+    } else if target == b"*" {
+        if method != Method::OPTIONS {
+            return Err(HeadError::Malformed("asterisk-form is for OPTIONS only"));
+        }
+    } else if target.first() != Some(&b'/') && !is_http_scheme(target) {
+        return Err(HeadError::Malformed("invalid target form"));
+    }
+    let bytes = fields::sub_bytes(head, target).ok_or(HeadError::Malformed("invalid target"))?;
+    let uri = Uri::from_maybe_shared(bytes).map_err(|_| HeadError::Malformed("invalid target"))?;
+    if !connect && target.first() != Some(&b'/') && target != b"*" {
+        // Absolute-form: the authority follows the Host rules (no userinfo).
+        let authority = uri
+            .authority()
+            .ok_or(HeadError::Malformed("absolute-form without authority"))?;
+        fields::host(authority.as_str().as_bytes(), false)
+            .map_err(|_| HeadError::Malformed("invalid authority in target"))?;
+    }
+    Ok(uri)
+}
+
+/// Whether an absolute-form target has the `http` or `https` scheme
+/// (schemes are case-insensitive).
+fn is_http_scheme(target: &[u8]) -> bool {
+    let prefix = |p: &[u8]| {
+        target
+            .get(..p.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+    };
+    prefix(b"http://") || prefix(b"https://")
+}
+
+/// What the framing and routing fields said, gathered while the fields
+/// are copied into the map.
+#[derive(Default)]
+struct Specials {
+    hosts: usize,
+    content_length: Option<u64>,
+    transfer_encodings: usize,
+    connection: ConnectionTokens,
+    expect_continue: bool,
+    upgrade_field: bool,
+}
+
+impl Specials {
+    /// Looks at one field line; `Ok(false)`: a duplicate of an identical
+    /// Content-Length, which is not kept.
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, HeadError> {
+        if name == HOST {
+            self.hosts += 1;
+        } else if name == CONTENT_LENGTH {
+            let n = fields::content_length(value)?;
+            match self.content_length {
+                None => self.content_length = Some(n),
+                Some(first) if first == n => return Ok(false),
+                Some(_) => return Err(HeadError::ContentLength("differing values")),
+            }
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encodings += 1;
+            if self.transfer_encodings > 1 {
+                return Err(HeadError::TransferEncoding("repeated"));
+            }
+        } else if name == CONNECTION {
+            self.connection.add(value);
+        } else if name == EXPECT {
+            self.expect_continue |= fields::is_100_continue(value);
+        } else if name == UPGRADE {
+            self.upgrade_field = true;
+        }
+        Ok(true)
+    }
+}
+
+/// Runs `f` with `n` empty httparse header slots: on the stack for the
+/// usual counts, so that parsing allocates nothing of its own.
+pub(super) fn with_header_slots<'b, R>(
+    n: usize,
+    f: impl FnOnce(&mut [httparse::Header<'b>]) -> R,
+) -> R {
+    if n <= 32 {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        f(slots.get_mut(..n).unwrap_or_default())
+    } else if n <= 128 {
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        f(slots.get_mut(..n).unwrap_or_default())
+    } else {
+        f(&mut vec![httparse::EMPTY_HEADER; n])
+    }
+}
+
+/// Parses the complete head `head` (its lines already checked), which has
+/// `fields` field lines.
+fn build_head(head: &Bytes, fields: usize) -> Result<RequestHead, HeadError> {
+    let line_end = memchr(b'\r', head).ok_or(HeadError::Malformed("invalid request line"))?;
+    let line = request_line(head.get(..line_end).unwrap_or_default())?;
+    let uri = request_target(&line.method, line.target, head)?;
+    let block = head.get(line_end + 2..).unwrap_or_default();
+    let (headers, case, specials) =
+        with_header_slots(fields, |slots| {
+            match httparse::parse_headers(block, slots) {
+                Ok(httparse::Status::Complete((_, parsed))) => collect_fields(head, parsed),
+                Ok(httparse::Status::Partial) => {
+                    Err(HeadError::Malformed("incomplete field section"))
+                }
+                Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+                Err(httparse::Error::HeaderName) => Err(HeadError::Malformed("invalid field name")),
+                Err(_) => Err(HeadError::Malformed("invalid field value")),
+            }
+        })?;
+    finish(line.method, uri, line.version, headers, case, &specials)
+}
+
+/// Copies the parsed fields into a map (values zero-copy) and records
+/// their spellings and what the special ones say.
+fn collect_fields(
+    head: &Bytes,
+    parsed: &[httparse::Header<'_>],
+) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    let mut case = HeaderCase {
+        names: Vec::with_capacity(parsed.len()),
+    };
+    let mut specials = Specials::default();
+    for field in parsed {
+        let raw = field.name.as_bytes();
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| HeadError::Malformed("invalid field name"))?;
+        if !specials.see(&name, field.value)? {
+            continue;
+        }
+        let value = fields::sub_bytes(head, field.value)
+            .and_then(|b| HeaderValue::from_maybe_shared(b).ok())
+            .ok_or(HeadError::Malformed("invalid field value"))?;
+        let spelling = fields::sub_bytes(head, raw).unwrap_or_default();
+        case.push(name.clone(), spelling);
+        headers.append(name, value);
+    }
+    Ok((headers, case, specials))
+}
+
+/// The checks that need every field: Host, framing, and what the
+/// connection does next.
+fn finish(
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    case: HeaderCase,
+    specials: &Specials,
+) -> Result<RequestHead, HeadError> {
+    match specials.hosts {
+        0 if version == Version::HTTP_11 => return Err(HeadError::Host("missing")),
+        0 => {}
+        1 => {
+            let host = headers
+                .get(HOST)
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
+            fields::host(host, false).map_err(HeadError::Host)?;
+        }
+        _ => return Err(HeadError::Host("repeated")),
+    }
+    let body = if let Some(te) = headers.get(TRANSFER_ENCODING) {
+        if specials.content_length.is_some() {
+            return Err(HeadError::TransferEncoding("with content-length"));
+        }
+        if version == Version::HTTP_10 {
+            return Err(HeadError::TransferEncoding("on HTTP/1.0"));
+        }
+        fields::transfer_encoding(te.as_bytes())?;
+        BodyFraming::Chunked
+    } else {
+        specials
+            .content_length
+            .map_or(BodyFraming::Empty, BodyFraming::Length)
+    };
+    let conn = specials.connection;
+    let keep_alive = !conn.close && (version == Version::HTTP_11 || conn.keep_alive);
+    let has_body = !matches!(body, BodyFraming::Empty | BodyFraming::Length(0));
+    Ok(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        case,
+        body,
+        keep_alive,
+        expect_continue: specials.expect_continue && has_body,
+        upgrade: version == Version::HTTP_11 && conn.upgrade && specials.upgrade_field,
+    })
 }
