@@ -3,8 +3,9 @@
 //! Every failure a client can see is a [`ProxyError`]; [`ProxyError::status`]
 //! is the single mapping to an HTTP status (RFC 9110 §15): no route → 404,
 //! no available endpoint or a pool at its request limit → 503, an
-//! over-limit request → 413/414 (431 comes from hyper), a stalled request
-//! body → 408, an upstream that could not be reached or
+//! request head weir's HTTP/1 codec refuses → 400, 431, 501 or 505 (see
+//! [`ProxyError::Head`]), an over-limit request → 413/414, a request head
+//! or body that stalls → 408, an upstream that could not be reached or
 //! broke the protocol → 502, an upstream that did not answer in time → 504.
 //! Configuration errors live in [`crate::config::ConfigError`].
 
@@ -22,6 +23,14 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper lets through (missing Host).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The HTTP/1 request head was refused by weir's codec
+    /// ([`crate::http1::HeadError`]); the connection closes after the answer.
+    #[error("bad request head: {0}")]
+    Head(crate::http1::HeadError),
+    /// The request head did not arrive within `timeouts.header_read` of its
+    /// first byte.
+    #[error("request head not received in time")]
+    HeadTimeout,
     /// No route matches the host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -101,6 +110,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Head(e) => head_status(e),
+            ProxyError::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::ClientBody(fault) => fault.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -118,6 +129,8 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Head(_) => "bad_head",
+            ProxyError::HeadTimeout => "head_timeout",
             ProxyError::UriTooLong => "uri_too_long",
             ProxyError::ClientBody(BodyFault::Malformed(_)) => "client_body",
             ProxyError::ClientBody(BodyFault::TooLarge) => "body_too_large",
@@ -137,6 +150,8 @@ impl ProxyError {
     pub fn client_message(&self) -> String {
         match self {
             ProxyError::BadRequest(why) => format!("bad request: {why}"),
+            ProxyError::Head(e) => format!("bad request: {e}"),
+            ProxyError::HeadTimeout => "request head not received in time".to_owned(),
             ProxyError::UriTooLong => "request target too long".to_owned(),
             ProxyError::ClientBody(BodyFault::Malformed(_)) => {
                 "malformed or incomplete request body".to_owned()
@@ -153,6 +168,25 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout".to_owned(),
             ProxyError::ResponseTimeout { .. } => "upstream response timeout".to_owned(),
         }
+    }
+}
+
+/// The status for a refused request head: a head over the size or field
+/// limits → 431; a valid transfer coding weir does not decode (`gzip,
+/// chunked`) → 501; a well-formed version other than 1.0/1.1 → 505; every
+/// other malformation (framing ambiguity, bad Host, bad syntax) → 400.
+fn head_status(e: &crate::http1::HeadError) -> StatusCode {
+    use crate::http1::HeadError;
+    match e {
+        HeadError::HeadTooLarge | HeadError::TooManyHeaders => {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        }
+        HeadError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+        HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        HeadError::Malformed(_)
+        | HeadError::Host(_)
+        | HeadError::ContentLength(_)
+        | HeadError::TransferEncoding(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -193,9 +227,13 @@ impl std::fmt::Display for BodyFault {
 /// counted against the endpoint) from an upstream failure (502).
 #[derive(Debug)]
 pub enum ClientBodyError {
-    /// hyper reported the body malformed (bad chunked framing) or cut
-    /// short (the client went away).
+    /// hyper reported an HTTP/2 body malformed or cut short.
     Read(hyper::Error),
+    /// The HTTP/1 body's framing was malformed (chunk syntax, trailers).
+    Framing(crate::http1::FramingError),
+    /// The client closed the connection (or it failed) before the body's
+    /// end.
+    Closed,
     /// More than `limits.max_body_bytes` arrived.
     TooLarge(u64),
     /// No body bytes for `timeouts.body_read`.
@@ -207,6 +245,8 @@ impl ClientBodyError {
     pub fn fault(&self) -> BodyFault {
         match self {
             ClientBodyError::Read(e) => BodyFault::Malformed(e.to_string()),
+            ClientBodyError::Framing(e) => BodyFault::Malformed(e.to_string()),
+            ClientBodyError::Closed => BodyFault::Malformed("connection closed".to_owned()),
             ClientBodyError::TooLarge(_) => BodyFault::TooLarge,
             ClientBodyError::Timeout(_) => BodyFault::Timeout,
         }
@@ -217,6 +257,8 @@ impl std::fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientBodyError::Read(e) => write!(f, "client request body: {e}"),
+            ClientBodyError::Framing(e) => write!(f, "client request body framing: {e}"),
+            ClientBodyError::Closed => f.write_str("client closed the connection mid-body"),
             ClientBodyError::TooLarge(max) => {
                 write!(f, "client request body larger than {max} bytes")
             }
@@ -232,6 +274,7 @@ impl std::error::Error for ClientBodyError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::HeadError;
 
     fn addr() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9))
@@ -242,6 +285,15 @@ mod tests {
         let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases = [
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::Head(HeadError::Malformed("x")), 400),
+            (ProxyError::Head(HeadError::Host("x")), 400),
+            (ProxyError::Head(HeadError::ContentLength("x")), 400),
+            (ProxyError::Head(HeadError::TransferEncoding("x")), 400),
+            (ProxyError::Head(HeadError::HeadTooLarge), 431),
+            (ProxyError::Head(HeadError::TooManyHeaders), 431),
+            (ProxyError::Head(HeadError::UnknownCoding), 501),
+            (ProxyError::Head(HeadError::Version), 505),
+            (ProxyError::HeadTimeout, 408),
             (
                 ProxyError::ClientBody(BodyFault::Malformed("x".into())),
                 400,

@@ -138,7 +138,7 @@ impl BodyMeter {
     /// Passes on one poll of the client's body, applying the limits.
     pub fn observe(
         &mut self,
-        polled: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+        polled: Poll<Option<Result<Frame<Bytes>, ClientBodyError>>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match polled {
@@ -154,7 +154,7 @@ impl BodyMeter {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Read(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let deadline = tokio::time::Instant::now() + self.timeout;
@@ -360,8 +360,7 @@ mod tests {
         assert!(c.try_acquire(None).is_some());
     }
 
-    /// Drives a meter over a hand-made body (hyper's `Incoming` cannot be
-    /// built outside hyper, so the meter is fed `hyper::Error`-free polls).
+    /// Drives a meter over a hand-made body.
     struct Metered<B> {
         inner: B,
         meter: BodyMeter,
@@ -369,7 +368,7 @@ mod tests {
 
     impl<B> Body for Metered<B>
     where
-        B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+        B: Body<Data = Bytes, Error = ClientBodyError> + Unpin,
     {
         type Data = Bytes;
         type Error = ClientBodyError;
@@ -383,14 +382,14 @@ mod tests {
         }
     }
 
-    fn chunks(n: usize, gap: Duration) -> impl Body<Data = Bytes, Error = hyper::Error> + Unpin {
+    fn chunks(n: usize, gap: Duration) -> impl Body<Data = Bytes, Error = ClientBodyError> + Unpin {
         let stream = futures_util::stream::unfold(0, move |i| async move {
             if i == n {
                 return None;
             }
             tokio::time::sleep(gap).await;
             Some((
-                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"0123456789"))),
+                Ok::<_, ClientBodyError>(Frame::data(Bytes::from_static(b"0123456789"))),
                 i + 1,
             ))
         });

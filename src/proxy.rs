@@ -41,7 +41,7 @@ use crate::health::passive::{self, EjectionReason, Outcome, PassivePolicy};
 use crate::metrics::{self, RouteMetrics};
 use crate::retry::{self, Attempt, AttemptResult, RetryDecision, RetryEnv};
 use crate::snapshot::Shared;
-use crate::upstream::body::{Completion, RequestBody, ResponseBody};
+use crate::upstream::body::{ClientBody, Completion, RequestBody, ResponseBody};
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
 use crate::upstream::{Backend, Lease, Pool, PooledConn, SendError};
 use host::RawHost;
@@ -221,7 +221,7 @@ impl Completion for Record {
 /// The hyper service for one request on a traffic connection.
 pub async fn handle(
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let request_id = hdr::incoming_request_id(req.headers()).unwrap_or_else(hdr::new_request_id);
@@ -283,7 +283,7 @@ pub async fn handle(
 /// stands, and its response turned into the client's.
 async fn forward(
     ctx: &ConnCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     record: &mut Record,
     request_id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -292,12 +292,12 @@ async fn forward(
         lease,
         request,
         plan,
-        on_upgrade,
+        upgrade,
     } = prepare(ctx, req, record, request_id).await?;
     let answered = attempts(&pool, lease, request, &plan, record).await?;
     Ok(respond(
         answered,
-        on_upgrade,
+        upgrade,
         request_id,
         pool.settings().connect,
     ))
@@ -311,8 +311,8 @@ struct Prepared {
     /// The first attempt's request, head rewritten for the upstream.
     request: Request<RequestBody>,
     plan: Plan,
-    /// The client side of a protocol upgrade the request asks for.
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The request asks for a protocol upgrade (HTTP/1.1 only).
+    upgrade: bool,
 }
 
 /// What every attempt of one request needs.
@@ -330,7 +330,7 @@ struct Plan {
 /// buffered when a retry could replay it.
 async fn prepare(
     ctx: &ConnCtx,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
     record: &mut Record,
     request_id: &HeaderValue,
 ) -> Result<Prepared, ProxyError> {
@@ -343,7 +343,6 @@ async fn prepare(
     record.endpoint = Some(lease.backend().addr());
 
     let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(req.headers());
-    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let target = Target {
         path_and_query: parts
@@ -385,7 +384,7 @@ async fn prepare(
             idempotent,
             max_attempts,
         },
-        on_upgrade,
+        upgrade,
         pool,
     })
 }
@@ -431,7 +430,7 @@ fn rewrite_head(
 ) {
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, head.upgrade);
-    // hyper already answered `100 Continue` when the body was first read;
+    // The connection driver answers `100 Continue` when the body is first read;
     // the endpoint must not wait for a second round trip.
     headers.remove(header::EXPECT);
     hdr::add_forwarded(headers, head.client_ip, head.scheme, forwarded_host);
@@ -452,7 +451,7 @@ fn rewrite_head(
 
 /// The client's body, streamed through the pool's byte counter and the
 /// body limits.
-fn streamed(body: Incoming, pool: &Pool, limits: &crate::limits::RequestLimits) -> RequestBody {
+fn streamed(body: ClientBody, pool: &Pool, limits: &crate::limits::RequestLimits) -> RequestBody {
     RequestBody::Incoming(body, limits.meter(&pool.metrics().received_bytes))
 }
 
@@ -461,7 +460,7 @@ fn streamed(body: Incoming, pool: &Pool, limits: &crate::limits::RequestLimits) 
 /// `crate::retry` for the rules).
 async fn first_body(
     parts: &http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     pool: &Pool,
     limits: &crate::limits::RequestLimits,
 ) -> Result<(RequestBody, Option<Replay>), ProxyError> {
@@ -829,12 +828,13 @@ fn aim(
 }
 
 /// The client's side of the response: hop-by-hop headers out, the request
-/// id in. A `101` to an upgrade request starts the tunnel (which holds the
-/// lease); any other response streams back in a [`ResponseBody`] that
-/// releases the lease and the connection when it ends.
+/// id in. A `101` to an upgrade request carries a [`Tunnel`] in its
+/// extensions for the connection driver (which holds the lease); any other
+/// response streams back in a [`ResponseBody`] that releases the lease and
+/// the connection when it ends.
 fn respond(
     answered: Answered,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: bool,
     request_id: &HeaderValue,
     connect: crate::upstream::ConnectSettings,
 ) -> Response<ResponseBody> {
@@ -843,15 +843,14 @@ fn respond(
         conn,
         lease,
     } = answered;
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let tunnel_to = on_upgrade.filter(|_| switching);
+    let tunnel = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    hdr::strip_hop_by_hop(headers, tunnel_to.is_some());
+    hdr::strip_hop_by_hop(headers, tunnel);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    if let Some(client) = tunnel_to {
+    if tunnel {
         let upstream = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client, upstream, lease));
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        parts.extensions.insert(Tunnel::new(upstream, lease));
         return Response::from_parts(parts, ResponseBody::full(bytes::Bytes::new()));
     }
     let (parts, body) = response.into_parts();
@@ -887,11 +886,11 @@ impl Replay {
 /// without a timer; the reading path is boxed so that its future does not
 /// enlarge every request's.
 async fn replayable_body(
-    body: Incoming,
+    body: ClientBody,
     max: u64,
     received: &prometheus::IntCounter,
     limits: &crate::limits::RequestLimits,
-) -> Result<Result<bytes::Bytes, Incoming>, ProxyError> {
+) -> Result<Result<bytes::Bytes, ClientBody>, ProxyError> {
     if body.is_end_stream() {
         return Ok(Ok(bytes::Bytes::new()));
     }
@@ -909,27 +908,54 @@ async fn replayable_body(
     }
 }
 
-/// Copies bytes both ways between an upgraded client connection and an
-/// upgraded upstream connection until either side closes. The lease is held
-/// for the tunnel's lifetime, so a WebSocket counts as in flight.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    lease: Lease,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, endpoint = %lease.backend().addr(), "tunnel closed with error");
+/// The upstream half of an accepted protocol upgrade (a `101` response's
+/// extension): the connection driver writes the `101` head, then runs the
+/// tunnel over the client connection. The lease is held for the tunnel's
+/// lifetime, so a WebSocket counts as in flight. (Cloneable only because
+/// response extensions must be; the first `take` wins.)
+#[derive(Clone)]
+pub struct Tunnel(Arc<std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Lease)>>>);
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tunnel")
     }
-    drop(lease);
+}
+
+impl Tunnel {
+    fn new(upstream: hyper::upgrade::OnUpgrade, lease: Lease) -> Self {
+        Tunnel(Arc::new(std::sync::Mutex::new(Some((upstream, lease)))))
+    }
+
+    /// Copies bytes both ways between the client connection and the
+    /// upgraded upstream connection until either side closes. `early` are
+    /// client bytes that arrived behind the request head.
+    pub async fn run<C>(self, mut client: C, early: bytes::Bytes)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let taken = self.0.lock().ok().and_then(|mut t| t.take());
+        let Some((upstream, lease)) = taken else {
+            return;
+        };
+        let upstream = match upstream.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        let copied = async {
+            upstream.write_all(&early).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+        };
+        if let Err(e) = copied.await {
+            tracing::debug!(error = %e, endpoint = %lease.backend().addr(), "tunnel closed with error");
+        }
+        drop(lease);
+    }
 }
 
 /// A short plain-text error response carrying the request id.
@@ -951,7 +977,13 @@ pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Re
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
-    if matches!(err, ProxyError::BadRequest(_) | ProxyError::ClientBody(_)) {
+    if matches!(
+        err,
+        ProxyError::BadRequest(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::Head(_)
+            | ProxyError::HeadTimeout
+    ) {
         // The connection's state is suspect after a malformed request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

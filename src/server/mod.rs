@@ -2,12 +2,14 @@
 //!
 //! Each accepted connection runs in its own task. HTTP/1.1 (with upgrades)
 //! and HTTP/2 with prior knowledge (h2c) share a port: the task peeks at
-//! the first bytes and hands the connection to hyper's HTTP/1 or HTTP/2
-//! builder (see [`Protocol`]). The task also runs three watchdogs:
+//! the first bytes (see [`Protocol`]) and serves HTTP/1.1 with weir's own
+//! driver ([`http1`], on the [`crate::http1`] codec) or HTTP/2 with hyper's
+//! builder. The HTTP/1.1 driver runs its own idle, header and drain
+//! timers (see its docs); HTTP/2 connections get three watchdogs:
 //!
-//! - **idle**: a connection with no request in flight for the configured
-//!   `client_idle` timeout is shut down gracefully (HTTP/1: closed; HTTP/2:
-//!   GOAWAY). Requests in flight are never cut by it.
+//! - **idle**: a connection with no stream in flight for the configured
+//!   `client_idle` timeout is sent GOAWAY. Streams in flight are never cut
+//!   by it.
 //! - **drain**: on shutdown, every connection gets a graceful shutdown, and
 //!   the listener task waits (bounded by the grace period, in `app`) for
 //!   in-flight requests to finish.
@@ -16,10 +18,9 @@
 //!   its streams before their response is sent GOAWAY and dropped (see
 //!   [`crate::proxy::PREMATURE_RESET_MIN_STREAMS`]).
 //!
-//! The first two apply to HTTP/1 and HTTP/2 alike: an HTTP/2 connection
-//! with no stream in flight is idle, so a half-open or abandoned h2
-//! connection is sent GOAWAY and closed after `client_idle`; one whose peer
-//! vanished is also caught by the keep-alive PING.
+//! A half-open or abandoned h2 connection is thus sent GOAWAY and closed
+//! after `client_idle`; one whose peer vanished is also caught by the
+//! keep-alive PING.
 //!
 //! `limits.max_connections` is checked at accept: a connection over the
 //! limit is accepted and closed at once (counted in
@@ -33,24 +34,24 @@
 //! (never in the accept loop, so a slow client cannot stall accepting),
 //! bounded by `handshake_timeout`. The rustls config is read from the
 //! listener's [`tls::TlsSlot`] per connection, so a reload can swap
-//! certificates without rebinding. After the handshake ALPN picks the
-//! HTTP/1.1 or HTTP/2 builder; a client that offered no ALPN is served by
-//! hyper-util's `auto` builder, which detects the HTTP/2 preface.
+//! certificates without rebinding. After the handshake ALPN picks
+//! HTTP/1.1 or HTTP/2; for a client that offered no ALPN, the first bytes
+//! decide as on a plain port.
 
+mod buffers;
+pub mod http1;
 pub mod tls;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use bytes::BytesMut;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,7 @@ use crate::config::ServerConfig;
 use crate::limits::{ConnectionLimit, ConnectionSlot, RequestLimits};
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{self, Activity, ConnCtx};
+use crate::upstream::body::ClientBody;
 use crate::snapshot::Shared;
 
 /// A listener that could not bind; startup and reload both report it.
@@ -140,16 +142,13 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// that keeps provoking resets is cut off.
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
-/// The connection builders of a listener, configured alike: HTTP/1.1,
-/// HTTP/2, and hyper-util's `auto` for the rare connection whose protocol
-/// the first bytes do not settle (see [`Protocol`]).
+/// A listener's connection settings: weir's HTTP/1.1 driver's, and
+/// hyper's HTTP/2 builder.
 ///
-/// Defaults of hyper 1.x / h2 0.4 and what weir sets instead:
+/// HTTP/2 defaults of hyper 1.x / h2 0.4 and what weir sets instead:
 ///
 /// | setting | hyper/h2 default | weir |
 /// |---------|------------------|------|
-/// | HTTP/1 `max_buf_size` (head size) | ~400 KiB | `limits.max_header_bytes` (64 KiB) |
-/// | HTTP/1 `max_headers` | 100 | `limits.max_headers` (100) |
 /// | HTTP/2 `max_concurrent_streams` | 200 | `limits.h2_max_concurrent_streams` (100) |
 /// | HTTP/2 `max_header_list_size` | 16 KiB | `limits.max_header_bytes` |
 /// | HTTP/2 `max_pending_accept_reset_streams` | 20 | 20 |
@@ -162,65 +161,41 @@ pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// longer run with GOAWAY `ENHANCE_YOUR_CALM`, before buffering past the
 /// header-list limit.
 pub struct Builders {
-    http1: http1::Builder,
+    http1: Arc<http1::Settings>,
     http2: http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
 }
 
-/// Applies weir's HTTP/1 settings to hyper's builder or to `auto`'s (the
-/// two have the same setters): one list, so the two cannot drift apart.
-macro_rules! http1_settings {
-    ($builder:expr, $server:expr) => {{
-        let server: &ServerConfig = $server;
-        $builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            .keep_alive(true)
-            // The read buffer must hold the whole request head, so its cap
-            // is the head-size limit: a larger head is answered 431 and
-            // closed. Validation keeps it at least hyper's minimum (8 KiB).
-            .max_buf_size(server.limits.max_header_bytes)
-            .max_headers(server.limits.max_headers);
-    }};
-}
-
-/// HTTP/2 counterpart of `http1_settings`.
-macro_rules! http2_settings {
-    ($builder:expr, $server:expr) => {{
-        let limits = &$server.limits;
-        $builder
-            .timer(TokioTimer::new())
-            // Detect dead peers on otherwise quiet HTTP/2 connections.
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
-    }};
-}
-
-/// Builds the connection builders shared by all connections of a listener.
+/// Builds the connection settings shared by all connections of a listener.
 pub fn connection_builders(server: &ServerConfig) -> Builders {
-    let mut http1 = http1::Builder::new();
-    http1_settings!(http1, server);
+    let limits = &server.limits;
     let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2_settings!(http2, server);
-    let mut auto = auto::Builder::new(TokioExecutor::new());
-    http1_settings!(auto.http1(), server);
-    http2_settings!(auto.http2(), server);
-    Builders { http1, http2, auto }
+    http2
+        .timer(TokioTimer::new())
+        // Detect dead peers on otherwise quiet HTTP/2 connections.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+    let http1 = Arc::new(http1::Settings {
+        limits: crate::http1::Limits {
+            max_head_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            ..crate::http1::Limits::default()
+        },
+        idle: server.idle_timeout,
+        header_read: server.header_read_timeout,
+    });
+    Builders { http1, http2 }
 }
 
-/// How a connection is served, decided before hyper reads from it.
+/// How a connection is served, decided before anything reads from it.
 ///
 /// Plain connections are classified by peeking (`MSG_PEEK`) at their first
 /// bytes: anything that is not a prefix of the HTTP/2 preface is HTTP/1.1.
-/// Peeking rather than reading leaves the request whole in the socket, so
-/// hyper's first read gets all of it. (hyper-util's `auto` reads the first
-/// 24 bytes itself and hands them back through a rewind buffer; hyper's
-/// second read then grew its 8 KiB read buffer to 16 KiB on every
-/// connection.) TLS connections follow ALPN.
+/// Peeking rather than reading leaves the request whole in the socket for
+/// the protocol's own first read. TLS connections follow ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// HTTP/1.1 (and 1.0), with upgrades.
@@ -228,7 +203,7 @@ pub enum Protocol {
     /// HTTP/2: the full preface was seen, or ALPN chose `h2`.
     Http2,
     /// Too few bytes to tell (a preface cut short), or TLS without ALPN:
-    /// hyper-util's `auto` reads until it knows.
+    /// the first bytes are read until they tell ([`detect`]).
     Detect,
 }
 
@@ -385,7 +360,7 @@ async fn accept_connection(
             // `None` or 0 bytes: idle too long, draining, or closed.
             if let Some(n) = peeked.filter(|n| *n > 0) {
                 let protocol = Protocol::sniff(first.get(..n).unwrap_or_default());
-                serve_connection(stream, protocol, conn).await;
+                serve_protocol(stream, protocol, conn).await;
             }
         }
         // Boxed: the TLS handshake and TLS stream make this branch's future
@@ -404,73 +379,107 @@ async fn serve_tls(stream: TcpStream, tls: Arc<tls::TlsRuntime>, conn: Conn) {
     };
     if let Some(stream) = stream {
         let protocol = Protocol::from_alpn(stream.get_ref().1.alpn_protocol());
-        serve_connection(stream, protocol, conn).await;
+        serve_protocol(stream, protocol, conn).await;
     }
 }
 
-pin_project! {
-    /// One served connection, whichever builder serves it. HTTP/1 is
-    /// inline; the rarer HTTP/2 and `auto` connections are boxed so they
-    /// do not enlarge every connection task.
-    #[project = ServedProj]
-    enum Served<'a, I, S>
-    where
-        S: hyper::service::HttpService<hyper::body::Incoming>,
-    {
-        Http1 { #[pin] conn: http1::UpgradeableConnection<I, S> },
-        Http2 { conn: Pin<Box<http2::Connection<I, S, TokioExecutor>>> },
-        Detect { conn: Pin<Box<auto::UpgradeableConnection<'a, I, S, TokioExecutor>>> },
+/// Serves a connection whose protocol is known, or first reads until it is.
+async fn serve_protocol<S: http1::Transport>(stream: S, protocol: Protocol, conn: Conn) {
+    match protocol {
+        Protocol::Http1 => serve_http1(stream, BytesMut::new(), conn).await,
+        Protocol::Http2 => Box::pin(serve_http2(stream, conn)).await,
+        Protocol::Detect => Box::pin(detect(stream, conn)).await,
     }
 }
 
-/// Errors of the three connection kinds, for the debug log only.
-type ServeError = Box<dyn std::error::Error + Send + Sync>;
+async fn serve_http1<S: http1::Transport>(stream: S, early: BytesMut, conn: Conn) {
+    let settings = Arc::clone(&conn.builder.http1);
+    http1::serve(stream, early, conn.ctx, settings, conn.drain).await;
+}
 
-impl<'a, I, S, B> Served<'a, I, S>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<ServeError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<ServeError>,
-    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
-{
-    /// Serves `io` with the builder for `protocol`.
-    fn new(builders: &'a Builders, protocol: Protocol, io: I, service: S) -> Self {
-        match protocol {
-            Protocol::Http1 => Served::Http1 {
-                conn: builders.http1.serve_connection(io, service).with_upgrades(),
-            },
-            Protocol::Http2 => Served::Http2 {
-                conn: Box::pin(builders.http2.serve_connection(io, service)),
-            },
-            Protocol::Detect => Served::Detect {
-                conn: Box::pin(builders.auto.serve_connection_with_upgrades(io, service)),
-            },
+/// Reads a connection's first bytes until they tell HTTP/1.1 from the
+/// HTTP/2 preface (bounded by `client_idle`), then serves it with those
+/// bytes put back in front.
+async fn detect<S: http1::Transport>(mut stream: S, conn: Conn) {
+    let mut early = BytesMut::with_capacity(H2_PREFACE.len());
+    let sniffed = async {
+        loop {
+            let n = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut early).await?;
+            let protocol = Protocol::sniff(&early);
+            if n == 0 || protocol != Protocol::Detect || early.len() >= H2_PREFACE.len() {
+                return Ok::<_, std::io::Error>((n, protocol));
+            }
         }
-    }
-
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        match self.project() {
-            ServedProj::Http1 { conn } => conn.graceful_shutdown(),
-            ServedProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
-            ServedProj::Detect { conn } => conn.as_mut().graceful_shutdown(),
+    };
+    let sniffed = tokio::select! {
+        r = sniffed => r.ok(),
+        _ = tokio::time::sleep(conn.idle_timeout) => None,
+        _ = conn.drain.cancelled() => None,
+    };
+    match sniffed {
+        Some((n, Protocol::Http2)) if n > 0 => {
+            serve_http2(Rewind::new(early.freeze(), stream), conn).await;
         }
-    }
-
-    /// Drives the connection; ready when it has ended.
-    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>> {
-        match self.project() {
-            ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
-            ServedProj::Http2 { conn } => conn.as_mut().poll(cx).map_err(Into::into),
-            ServedProj::Detect { conn } => conn.as_mut().poll(cx),
-        }
+        Some((n, _)) if n > 0 => serve_http1(stream, early, conn).await,
+        _ => {}
     }
 }
 
-async fn serve_connection<S>(stream: S, protocol: Protocol, conn: Conn)
+pin_project_lite::pin_project! {
+    /// A stream whose first bytes were read already: they are read again
+    /// first. Only for HTTP/2 after protocol detection (the HTTP/1.1 driver
+    /// takes such bytes as its buffer's start).
+    struct Rewind<S> {
+        early: bytes::Bytes,
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S> Rewind<S> {
+    fn new(early: bytes::Bytes, inner: S) -> Self {
+        Rewind { early, inner }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if !this.early.is_empty() {
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(this.early.split_to(n).as_ref());
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper, under the idle, drain and
+/// reset-flood watchdogs.
+// Long: the watchdog loop is one select over the connection's five events.
+async fn serve_http2<S>(stream: S, conn: Conn)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -483,9 +492,11 @@ where
     } = conn;
     let activity = Arc::clone(&ctx.activity);
     let peer = ctx.peer;
-    let service = service_fn(move |req| proxy::handle(Arc::clone(&ctx), req));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(Arc::clone(&ctx), req.map(ClientBody::Hyper))
+    });
     let io = TokioIo::new(stream);
-    let conn = Served::new(&builder, protocol, io, service);
+    let conn = builder.http2.serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     // Set when the idle watchdog shut the connection down: HTTP/2's
@@ -498,7 +509,7 @@ where
     loop {
         let idle_deadline = activity.idle_since().map(|since| since + idle_timeout);
         tokio::select! {
-            res = std::future::poll_fn(|cx| conn.as_mut().poll_serve(cx)) => {
+            res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "client connection ended with error");
                 }

@@ -19,14 +19,61 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::pipe::PipeBody;
 use super::{Lease, PooledConn};
+
+/// The client's request body as a connection driver delivers it: hyper's
+/// for HTTP/2, weir's own [`PipeBody`] for HTTP/1.1.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// No body (HTTP/1 framing said so).
+    Empty,
+    /// An HTTP/2 stream's body.
+    Hyper(Incoming),
+    /// An HTTP/1.1 body read by `crate::server`'s driver.
+    Pipe(PipeBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(ClientBodyError::Read),
+            ClientBody::Pipe(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Pipe(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Pipe(b) => b.size_hint(),
+        }
+    }
+}
 
 /// A request body on its way upstream.
 #[derive(Debug)]
 pub enum RequestBody {
     /// The client's body, streamed; the meter counts its bytes and applies
     /// the size limit and read timeout (`crate::limits`).
-    Incoming(Incoming, crate::limits::BodyMeter),
+    Incoming(ClientBody, crate::limits::BodyMeter),
     /// A body held in memory (`None` once sent, or empty).
     Full(Option<Bytes>),
 }

@@ -16,6 +16,7 @@ pub mod body;
 mod client;
 pub mod endpoints;
 pub mod headers;
+pub mod pipe;
 mod pool;
 
 use std::net::SocketAddr;

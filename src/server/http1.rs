@@ -1,0 +1,708 @@
+//! The HTTP/1.1 connection driver: weir's own, on the sans-IO
+//! [`crate::http1`] codec.
+//!
+//! It owns the socket, the timers and the buffers; the codec owns every
+//! parsing and framing decision. One connection, one task, one request at
+//! a time (pipelined requests wait in the read buffer and are answered in
+//! order):
+//!
+//! 1. **idle** — no buffer held. The task awaits readability (no read
+//!    buffer is needed for that), bounded by `timeouts.client_idle` from
+//!    the end of the previous response, and by drain.
+//! 2. **head** — a pooled buffer is taken ([`super::buffers`]) and filled
+//!    until the codec has a whole head, bounded by `timeouts.header_read`
+//!    from the first byte. A refused head is answered (400/431/501/505,
+//!    408 on timeout) and the connection closes.
+//! 3. **exchange** — the request goes to [`proxy::handle`]. Its body (if
+//!    any) flows through a [`pipe`]: the driver reads and decodes body
+//!    bytes only when the upstream side asks for the next frame, and
+//!    answers `Expect: 100-continue` at that moment. While the response is
+//!    awaited, a request with no body left to read is watched for the
+//!    client closing, which cancels the upstream request.
+//! 4. **response** — the head is encoded with the codec's framing
+//!    decision, small body frames are coalesced into the write buffer and
+//!    large ones written as they are; the request body keeps flowing
+//!    meanwhile (full duplex). A `101` hands the socket to the upgrade
+//!    tunnel.
+//! 5. **after** — keep-alive only if both sides allow it, the request body
+//!    was read to its end, and the listener is not draining; then the
+//!    buffers go back to the pool and the connection is idle again.
+//!
+//! Between requests the task holds the socket, a few settings and the
+//! `Arc`s of its context: no buffer. Anything the client sends after a
+//! refused head is read and discarded for a moment before closing
+//! ("lingering close", as nginx does), so the client reads the error
+//! instead of a reset.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::buffers;
+use crate::error::{ClientBodyError, ProxyError};
+use crate::http1::{self as codec, BodyDecoder, Chunk, RequestHead, ResponseFraming};
+use crate::proxy::{self, ConnCtx, Tunnel};
+use crate::upstream::body::{ClientBody, ResponseBody};
+use crate::upstream::headers as hdr;
+use crate::upstream::pipe::{pipe, PipeSender};
+
+/// A byte stream the driver can wait on without holding a buffer.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when a read would make progress (bytes or end of stream).
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Transport for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        // rustls may already hold decrypted bytes or the peer's
+        // close_notify: then a read makes progress with no new TLS bytes.
+        if !tls.wants_read() {
+            return Poll::Ready(Ok(()));
+        }
+        tcp.poll_read_ready(cx)
+    }
+}
+
+/// A listener's HTTP/1.1 settings, fixed per connection at accept.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Parser limits.
+    pub limits: codec::Limits,
+    /// `timeouts.client_idle`: end of a response → first byte of the next.
+    pub idle: Duration,
+    /// `timeouts.header_read`: first byte → end of the head.
+    pub header_read: Duration,
+}
+
+/// How long a refused connection's further input is read and discarded.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Body frames up to this size are copied into the write buffer (one
+/// write with the head); larger ones are written from their own memory.
+const COALESCE: usize = 16 * 1024;
+
+/// Serves HTTP/1.1 on `io` until the connection closes. `early` holds bytes
+/// already read from it (protocol detection), usually none.
+pub async fn serve<T: Transport>(
+    io: T,
+    early: BytesMut,
+    ctx: Arc<ConnCtx>,
+    settings: Arc<Settings>,
+    drain: CancellationToken,
+) {
+    let mut conn = Connection {
+        io,
+        buf: (!early.is_empty()).then_some(early),
+        ctx,
+        settings,
+        drain,
+    };
+    loop {
+        if !conn.wait_for_request().await {
+            break;
+        }
+        let head = match conn.read_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) => {
+                conn.refuse(e).await;
+                return;
+            }
+        };
+        let exchange = Exchange::new(head);
+        match exchange.run(&mut conn).await {
+            After::KeepAlive => conn.idle(),
+            After::Close => break,
+            After::Tunnel(tunnel) => {
+                let early = conn.buf.take().map(BytesMut::freeze).unwrap_or_default();
+                tunnel.run(conn.io, early).await;
+                return;
+            }
+        }
+    }
+    let _ = conn.io.shutdown().await;
+}
+
+struct Connection<T> {
+    io: T,
+    /// `None` while idle with nothing unread.
+    buf: Option<BytesMut>,
+    ctx: Arc<ConnCtx>,
+    settings: Arc<Settings>,
+    drain: CancellationToken,
+}
+
+impl<T: Transport> Connection<T> {
+    /// Waits for the next request's first byte: `false` when the
+    /// connection should close instead (idle timeout, drain, error).
+    async fn wait_for_request(&mut self) -> bool {
+        if self.buf.as_ref().is_some_and(|b| !b.is_empty()) {
+            return !self.drain.is_cancelled();
+        }
+        let io = &self.io;
+        tokio::select! {
+            biased;
+            _ = self.drain.cancelled() => false,
+            r = poll_fn(|cx| io.poll_readable(cx)) => r.is_ok(),
+            _ = tokio::time::sleep(self.settings.idle) => false,
+        }
+    }
+
+    /// Reads until the codec has a whole head. `Ok(None)`: the client
+    /// closed (or the read failed) before sending one; nothing to answer.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
+        let deadline = Instant::now() + self.settings.header_read;
+        let mut buf = self.buf.take().unwrap_or_else(buffers::take_read);
+        let result = loop {
+            match codec::parse_request(&mut buf, &self.settings.limits) {
+                Ok(Some(head)) => break Ok(Some(head)),
+                Err(e) => break Err(ProxyError::Head(e)),
+                Ok(None) => {}
+            }
+            reserve(&mut buf);
+            let read = tokio::time::timeout_at(deadline, read_buf(&mut self.io, &mut buf));
+            match read.await {
+                Err(_) => break Err(ProxyError::HeadTimeout),
+                Ok(Ok(0)) | Ok(Err(_)) => break Ok(None),
+                Ok(Ok(_)) => {}
+            }
+        };
+        self.buf = Some(buf);
+        result
+    }
+
+    /// Answers a refused head, then closes (after a lingering read).
+    async fn refuse(&mut self, err: ProxyError) {
+        tracing::debug!(peer = %self.ctx.peer, error = %err, "refused request head");
+        let response = proxy::error_response(&err, &hdr::new_request_id());
+        let mut out = buffers::take_write();
+        let (parts, body) = response.into_parts();
+        let framing = ResponseFraming::Length(body.size_hint().exact().unwrap_or(0));
+        let date = codec::http_date();
+        codec::encode_response_head(
+            parts.status,
+            &parts.headers,
+            framing,
+            false,
+            Version::HTTP_11,
+            &date,
+            &mut out,
+        );
+        let body = http_body_util::BodyExt::collect(body).await;
+        if let Ok(body) = body {
+            out.extend_from_slice(&body.to_bytes());
+        }
+        let written = async {
+            self.io.write_all(&out).await?;
+            self.io.flush().await?;
+            self.io.shutdown().await
+        };
+        let _ = tokio::time::timeout(LINGER, written).await;
+        buffers::give_write(out);
+        linger(&mut self.io).await;
+    }
+
+    /// Back to idle: the read buffer goes back to the pool unless it holds
+    /// a pipelined request.
+    fn idle(&mut self) {
+        if let Some(buf) = self.buf.take_if(|b| b.is_empty()) {
+            buffers::give_read(buf);
+        }
+    }
+}
+
+/// Reads and discards the client's further input for a moment so that it
+/// reads the response before the connection closes, instead of a reset.
+async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
+    let mut sink = [0u8; 1024];
+    let discard = async {
+        loop {
+            match tokio::io::AsyncReadExt::read(io, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
+}
+
+/// Makes room for a read: at least a quarter of [`buffers::BUF_SIZE`].
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < buffers::BUF_SIZE / 4 {
+        buf.reserve(buffers::BUF_SIZE);
+    }
+}
+
+async fn read_buf<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
+}
+
+/// What the connection does after an exchange.
+enum After {
+    KeepAlive,
+    Close,
+    Tunnel(Tunnel),
+}
+
+/// One request and its response on the connection.
+struct Exchange {
+    head: Option<RequestHead>,
+    method: http::Method,
+    version: Version,
+    keep_alive: bool,
+    feed: Option<Feed>,
+}
+
+impl Exchange {
+    fn new(head: RequestHead) -> Self {
+        Exchange {
+            method: head.method.clone(),
+            version: head.version,
+            keep_alive: head.keep_alive,
+            feed: None,
+            head: Some(head),
+        }
+    }
+
+    async fn run<T: Transport>(mut self, conn: &mut Connection<T>) -> After {
+        let Some(head) = self.head.take() else {
+            return After::Close;
+        };
+        let (request, feed) = into_request(head, &conn.settings.limits);
+        self.feed = feed;
+        let mut out = buffers::take_write();
+        let response = {
+            let handled = proxy::handle(Arc::clone(&conn.ctx), request);
+            tokio::pin!(handled);
+            let waited = poll_fn(|cx| self.poll_response(conn, &mut out, handled.as_mut(), cx));
+            waited.await
+        };
+        let after = match response {
+            Some(response) => self.respond(conn, &mut out, response).await,
+            None => After::Close,
+        };
+        buffers::give_write(out);
+        after
+    }
+
+    /// Drives the proxy's future to its response while feeding the body;
+    /// `None` when the client closed the connection first.
+    fn poll_response<T, F>(
+        &mut self,
+        conn: &mut Connection<T>,
+        out: &mut Vec<u8>,
+        handled: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Response<ResponseBody>>>
+    where
+        T: Transport,
+        F: std::future::Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>>,
+    {
+        if let Poll::Ready(Ok(response)) = handled.poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        let buf = conn.buf.get_or_insert_with(buffers::take_read);
+        match &mut self.feed {
+            Some(feed) if !feed.done() => {
+                feed.poll(&mut conn.io, buf, out, cx);
+                if poll_out(&mut conn.io, out, None, cx).is_ready_err() {
+                    return Poll::Ready(None);
+                }
+            }
+            // Nothing left to read for this request: a read now only
+            // reveals the client closing (or buffers its next request).
+            _ => {
+                if buf.len() < conn.settings.limits.max_head_bytes
+                    && watch_close(&mut conn.io, buf, cx)
+                {
+                    return Poll::Ready(None);
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Writes the response (or hands over to a tunnel).
+    async fn respond<T: Transport>(
+        mut self,
+        conn: &mut Connection<T>,
+        out: &mut Vec<u8>,
+        response: Response<ResponseBody>,
+    ) -> After {
+        let (mut parts, body) = response.into_parts();
+        if let Some(tunnel) = parts.extensions.remove::<Tunnel>() {
+            return write_switching(conn, out, &parts).await.map_or(After::Close, |()| {
+                After::Tunnel(tunnel)
+            });
+        }
+        let framing =
+            codec::response_framing(&self.method, self.version, parts.status, exact(&body));
+        let keep = self.keep_alive
+            && codec::keep_alive_after(true, framing)
+            && !asks_close(&parts.headers)
+            && !conn.drain.is_cancelled();
+        let date = codec::http_date();
+        codec::encode_response_head(
+            parts.status,
+            &parts.headers,
+            framing,
+            keep,
+            self.version,
+            &date,
+            out,
+        );
+        let mut writer = BodyWriter::new(body, framing);
+        let written = poll_fn(|cx| self.poll_write_response(conn, out, &mut writer, cx)).await;
+        let body_read = self.feed.as_ref().is_none_or(Feed::complete);
+        if written.is_ok() && keep && body_read && !conn.drain.is_cancelled() {
+            After::KeepAlive
+        } else {
+            After::Close
+        }
+    }
+
+    fn poll_write_response<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        out: &mut Vec<u8>,
+        writer: &mut BodyWriter,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(feed) = self.feed.as_mut().filter(|f| !f.done()) {
+                let buf = conn.buf.get_or_insert_with(buffers::take_read);
+                feed.poll(&mut conn.io, buf, out, cx);
+            }
+            let filled = writer.poll_fill(out, cx)?;
+            match poll_out(&mut conn.io, out, writer.large.as_mut(), cx) {
+                Poll::Ready(Ok(())) => writer.large = None,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            if writer.finished {
+                return Pin::new(&mut conn.io).poll_flush(cx);
+            }
+            if filled.is_pending() {
+                // Everything written; wait for the body. A TLS stream may
+                // hold written bytes until flushed.
+                return match Pin::new(&mut conn.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Poll::Pending,
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+/// The exact body length a response declares, if any.
+fn exact(body: &ResponseBody) -> Option<u64> {
+    body.size_hint().exact()
+}
+
+/// A response field `Connection: close` (weir's own error responses set
+/// it when the connection's state is suspect).
+fn asks_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Writes a `101` head with its `Connection`/`Upgrade` fields as the
+/// endpoint sent them.
+async fn write_switching<T: Transport>(
+    conn: &mut Connection<T>,
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+) -> io::Result<()> {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    conn.io.write_all(out).await?;
+    conn.io.flush().await
+}
+
+/// Turns a parsed head into the request the proxy handles, with the body
+/// pipe's sending end when the request has a body.
+fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBody>, Option<Feed>) {
+    let RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        case,
+        body,
+        expect_continue,
+        ..
+    } = head;
+    let decoder = BodyDecoder::new(body, limits);
+    let (body, feed) = if decoder.is_done() {
+        (ClientBody::Empty, None)
+    } else {
+        let hint = decoder
+            .remaining_hint()
+            .map_or_else(SizeHint::default, SizeHint::with_exact);
+        let (tx, rx) = pipe(hint);
+        let feed = Feed {
+            decoder,
+            tx: Some(tx),
+            continue_pending: expect_continue,
+            complete: false,
+        };
+        (ClientBody::Pipe(rx), Some(feed))
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    request.extensions_mut().insert(case);
+    (request, feed)
+}
+
+/// The request body's way from the socket into the pipe.
+struct Feed {
+    decoder: BodyDecoder,
+    /// `None` once the body ended, failed, or its consumer went away.
+    tx: Option<PipeSender>,
+    /// `Expect: 100-continue` not answered yet.
+    continue_pending: bool,
+    /// The body was read to its end.
+    complete: bool,
+}
+
+impl Feed {
+    fn done(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    fn complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Moves body bytes while the consumer asks for them. Returns when it
+    /// must wait (for the consumer or the socket) or the body is over.
+    fn poll<T: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut T,
+        buf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) {
+        while let Some(tx) = &self.tx {
+            match tx.poll_want(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Err(_)) => {
+                    // The body is no longer wanted (an early response, a
+                    // limit): the connection cannot be reused.
+                    self.tx = None;
+                    return;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            if std::mem::take(&mut self.continue_pending) {
+                out.extend_from_slice(codec::CONTINUE);
+            }
+            match self.decoder.decode(buf) {
+                Ok(Some(chunk)) => self.deliver(chunk),
+                Ok(None) => {
+                    reserve(buf);
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+                        Poll::Pending => return,
+                        Poll::Ready(Ok(0)) => {
+                            let end = self.decoder.eof();
+                            self.end_of_stream(end);
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(_)) => self.fail(ClientBodyError::Closed),
+                    }
+                }
+                Err(e) => self.fail(ClientBodyError::Framing(e)),
+            }
+        }
+    }
+
+    fn deliver(&mut self, chunk: Chunk) {
+        match chunk {
+            Chunk::Data(data) => self.send(Frame::data(data)),
+            Chunk::Trailers(trailers) => self.send(Frame::trailers(trailers)),
+            Chunk::End => {
+                self.complete = true;
+                if let Some(tx) = self.tx.take() {
+                    tx.finish();
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, frame: Frame<Bytes>) {
+        if let Some(tx) = &self.tx {
+            tx.send(frame);
+        }
+    }
+
+    fn end_of_stream(&mut self, end: Result<Chunk, codec::FramingError>) {
+        match end {
+            Ok(chunk) => self.deliver(chunk),
+            Err(_) => self.fail(ClientBodyError::Closed),
+        }
+    }
+
+    fn fail(&mut self, err: ClientBodyError) {
+        if let Some(tx) = self.tx.take() {
+            tx.abort(err);
+        }
+    }
+}
+
+/// Reads while a request without body is in flight: `true` when the
+/// client closed the connection (or it failed). Bytes read are kept: they
+/// are the client's next request.
+fn watch_close<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    reserve(buf);
+    matches!(
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, buf),
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_))
+    )
+}
+
+trait ReadyErr {
+    fn is_ready_err(&self) -> bool;
+}
+
+impl ReadyErr for Poll<io::Result<()>> {
+    fn is_ready_err(&self) -> bool {
+        matches!(self, Poll::Ready(Err(_)))
+    }
+}
+
+/// Writes `out` (then `large`, if given) to `io`; ready when both are
+/// written. Written bytes are removed from `out`.
+fn poll_out<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    mut large: Option<&mut Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let pending_large = large.as_ref().map_or(0, |l| l.len());
+        if out.is_empty() && pending_large == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let slices = [
+            io::IoSlice::new(out),
+            io::IoSlice::new(large.as_ref().map_or(&[][..], |l| &l[..])),
+        ];
+        let n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => n,
+        };
+        let from_out = n.min(out.len());
+        out.drain(..from_out);
+        if let Some(l) = large.as_mut() {
+            let rest = n - from_out;
+            bytes::Buf::advance(*l, rest.min(l.len()));
+        }
+    }
+}
+
+/// Streams a response body into the write buffer with its framing.
+struct BodyWriter {
+    body: ResponseBody,
+    framing: ResponseFraming,
+    /// A large data frame written from its own memory after `out`.
+    large: Option<Bytes>,
+    /// For chunked framing: the chunk's closing CRLF is due after `large`.
+    finished: bool,
+}
+
+impl BodyWriter {
+    fn new(body: ResponseBody, framing: ResponseFraming) -> Self {
+        BodyWriter {
+            body,
+            framing,
+            large: None,
+            finished: matches!(framing, ResponseFraming::NoBody),
+        }
+    }
+
+    /// Appends what the body has ready to `out`, until `out` is full
+    /// enough to write or a large frame is pending. `Ready(Ok)` when there
+    /// is something to write or the body ended; `Pending` when the body
+    /// has nothing now; `Err` when the body failed (the response must be
+    /// cut short, so the client sees it incomplete).
+    fn poll_fill(&mut self, out: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.finished && self.large.is_none() && out.len() < COALESCE {
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.end(None, out);
+                    break;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => self.data(data, out),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok();
+                    self.end(trailers.as_ref(), out);
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn data(&mut self, data: Bytes, out: &mut Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let chunked = self.framing == ResponseFraming::Chunked;
+        if chunked {
+            codec::encode_chunk_header(data.len(), out);
+        }
+        if data.len() <= COALESCE || chunked {
+            // Chunked data is copied: its closing CRLF must follow it, and
+            // `out` is the only queue that keeps that order.
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(codec::CHUNK_END);
+            }
+        } else {
+            self.large = Some(data);
+        }
+    }
+
+    fn end(&mut self, trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+        if self.framing == ResponseFraming::Chunked {
+            codec::encode_last_chunk(trailers, out);
+        }
+        self.finished = true;
+    }
+}
