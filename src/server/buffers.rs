@@ -108,10 +108,13 @@ mod tests {
         let w = take_write();
         assert!(w.is_empty());
         assert_eq!(w.as_ptr(), ptr);
+        let pooled = || WRITE.with(|p| p.borrow().len());
+        let before = pooled();
         let mut big = Vec::with_capacity(MAX_KEPT_WRITE * 2);
         big.push(1);
-        let big_ptr = big.as_ptr();
         give_write(big);
-        assert_ne!(take_write().as_ptr(), big_ptr);
+        assert_eq!(pooled(), before);
+        give_write(w);
+        assert_eq!(pooled(), before + 1);
     }
 }

@@ -286,7 +286,14 @@ impl Exchange {
         let Some(head) = self.head.take() else {
             return After::Close;
         };
-        let (request, feed) = into_request(head, &conn.settings.limits);
+        let (request, mut feed) = into_request(head, &conn.settings.limits);
+        if let (Some(feed), Some(buf)) = (feed.as_mut(), conn.buf.as_mut()) {
+            if let Err(e) = feed.prefetch(buf) {
+                let fault = ClientBodyError::Framing(e).fault();
+                conn.refuse(ProxyError::ClientBody(fault)).await;
+                return After::Close;
+            }
+        }
         self.feed = feed;
         let mut out = buffers::take_write();
         let response = {
@@ -470,6 +477,7 @@ fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBod
         let feed = Feed {
             decoder,
             tx: Some(tx),
+            first: None,
             continue_pending: expect_continue,
             complete: false,
         };
@@ -489,6 +497,8 @@ struct Feed {
     decoder: BodyDecoder,
     /// `None` once the body ended, failed, or its consumer went away.
     tx: Option<PipeSender>,
+    /// The body's first step, decoded before the request went upstream.
+    first: Option<Chunk>,
     /// `Expect: 100-continue` not answered yet.
     continue_pending: bool,
     /// The body was read to its end.
@@ -502,6 +512,16 @@ impl Feed {
 
     fn complete(&self) -> bool {
         self.complete
+    }
+
+    /// Decodes the body's first step from bytes that arrived with the
+    /// head, before the request goes upstream: a body whose framing is
+    /// broken from its first line is refused without reaching an endpoint.
+    fn prefetch(&mut self, buf: &mut BytesMut) -> Result<(), codec::FramingError> {
+        if !buf.is_empty() {
+            self.first = self.decoder.decode(buf)?;
+        }
+        Ok(())
     }
 
     /// Moves body bytes while the consumer asks for them. Returns when it
@@ -527,6 +547,10 @@ impl Feed {
             if std::mem::take(&mut self.continue_pending) {
                 out.extend_from_slice(codec::CONTINUE);
             }
+            if let Some(first) = self.first.take() {
+                self.deliver(first);
+                continue;
+            }
             match self.decoder.decode(buf) {
                 Ok(Some(chunk)) => self.deliver(chunk),
                 Ok(None) => {
@@ -548,7 +572,17 @@ impl Feed {
 
     fn deliver(&mut self, chunk: Chunk) {
         match chunk {
-            Chunk::Data(data) => self.send(Frame::data(data)),
+            Chunk::Data(data) => {
+                self.send(Frame::data(data));
+                if self.decoder.remaining_hint() == Some(0) {
+                    // A length-framed body ends with its last byte: the
+                    // consumer knows it from the size hint and may never
+                    // ask for the end, so it is sent now.
+                    if let Ok(Some(end)) = self.decoder.decode(&mut BytesMut::new()) {
+                        self.deliver(end);
+                    }
+                }
+            }
             Chunk::Trailers(trailers) => self.send(Frame::trailers(trailers)),
             Chunk::End => {
                 self.complete = true;
