@@ -779,6 +779,129 @@ async fn chunked_trailers_are_accepted() {
     assert_eq!(seen[0].body, b"hello");
 }
 
+// ---- RFC 9112 §9.3, §9.5: persistence and timeouts ----
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// A keep-alive connection that has served one request.
+async fn served_once(addr: SocketAddr) -> Conn {
+    let mut c = Conn::open(addr).await;
+    c.send(GET).await;
+    let status = c.response(false).await.map(|r| r.status);
+    assert_eq!(status, Some(200));
+    c
+}
+
+/// RFC 9112 §9.3: a persistent connection waits for the next request;
+/// between requests the idle timeout applies, not the head timeout, so a
+/// request 2.5 s later (head timeout 1 s, idle 4 s) is served.
+#[tokio::test]
+async fn keep_alive_request_after_header_read_interval_is_served() {
+    let rig = rig("timeouts:\n  header_read: 1s\n  client_idle: 4s\n").await;
+    let mut c = served_once(rig.addr).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(GET).await;
+    assert_eq!(c.response(false).await.map(|r| r.status), Some(200));
+}
+
+/// RFC 9112 §9.5: a server may close an idle connection; weir does after
+/// `client_idle`, not earlier.
+#[tokio::test]
+async fn idle_connection_is_closed_after_client_idle() {
+    let rig = rig("timeouts:\n  client_idle: 1s\n").await;
+    let mut c = served_once(rig.addr).await;
+    let t = Instant::now();
+    let (closed, extra) = c.closed_within(Duration::from_secs(5)).await;
+    let took = t.elapsed();
+    assert!(closed, "still open after 5 s; got {:?}", text(&extra));
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+/// RFC 9110 §15.5.9 (408) and RFC 9112 §9.5: a head that does not complete
+/// within `header_read` is answered 408 or the connection is closed.
+#[tokio::test]
+async fn incomplete_head_is_cut_at_header_read() {
+    let rig = rig("timeouts:\n  header_read: 1s\n").await;
+    let mut c = Conn::open(rig.addr).await;
+    let t = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n").await;
+    let (closed, got) = c.closed_within(Duration::from_secs(5)).await;
+    let took = t.elapsed();
+    let answered = text(&got).starts_with("HTTP/1.1 408");
+    assert!(closed || answered, "no reaction in 5 s: {:?}", text(&got));
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "cut after {took:?}"
+    );
+    assert!(got.is_empty() || answered, "{:?}", text(&got));
+    assert!(rig.be.received().is_empty());
+}
+
+/// RFC 9112 §9.5: a server closing an idle connection must not cut a
+/// request that has started to arrive: the first byte at 0.9 s (idle
+/// timeout 1 s) and the rest at 1.5 s is served.
+#[tokio::test]
+async fn request_started_before_idle_deadline_is_served() {
+    let rig = rig("timeouts:\n  client_idle: 1s\n  header_read: 5s\n").await;
+    let mut c = served_once(rig.addr).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    c.send(&GET[..1]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send(&GET[1..]).await;
+    assert_eq!(c.response(false).await.map(|r| r.status), Some(200));
+}
+
+/// RFC 9110 §15.5.9: a body that stops arriving for `body_read` fails the
+/// request (408, or the connection is cut) and the endpoint never gets a
+/// complete request.
+#[tokio::test]
+async fn stalled_body_fails_at_body_read() {
+    let rig = rig("timeouts:\n  body_read: 1s\n").await;
+    let mut c = Conn::open(rig.addr).await;
+    let t = Instant::now();
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        .await;
+    let res = c.response(false).await;
+    let status = res.as_ref().map(|r| r.status);
+    let (closed, _) = c.closed_within(Duration::from_secs(1)).await;
+    assert!(
+        status == Some(408) || (status.is_none() && closed),
+        "status {status:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(rig.be.received().iter().all(|r| !r.complete));
+}
+
+/// RFC 9110 §15.5.9: `body_read` bounds a pause, not the whole body: a
+/// byte every 0.5 s for 3 s keeps the request alive (`body_read: 1s`).
+#[tokio::test]
+async fn steady_slow_body_is_served() {
+    let rig = rig("timeouts:\n  body_read: 1s\n").await;
+    let mut c = Conn::open(rig.addr).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n")
+        .await;
+    for b in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.send(&[*b]).await;
+    }
+    assert_eq!(c.response(false).await.map(|r| r.status), Some(200));
+    assert_eq!(rig.be.received()[0].body, b"abcdef");
+}
+
+/// RFC 9112 §9.3: with the default timeouts (idle 60 s) a keep-alive
+/// connection quiet for 15 s is still open and serves the next request.
+#[tokio::test]
+async fn default_timeouts_keep_an_idle_connection_for_15s() {
+    let rig = rig("").await;
+    let mut c = served_once(rig.addr).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    c.send(GET).await;
+    assert_eq!(c.response(false).await.map(|r| r.status), Some(200));
+}
+
 // ---- RFC 9112 §6.3, §9; RFC 9110 §9.3.2, §10.1.1: what keeps working ----
 
 /// RFC 9112 §9.3.2: pipelined requests are answered in the order received.
