@@ -1073,3 +1073,103 @@ async fn over_limit_heads_uris_and_bodies_are_refused() {
     )
     .await;
 }
+
+// ---- RFC 9110 §5.1: field names are case-insensitive, but kept ----
+
+/// RFC 9110 §5.1: field names are case-insensitive, so nothing requires
+/// changing them, and some endpoints depend on the spelling: weir
+/// forwards names as the client wrote them.
+#[tokio::test]
+async fn header_name_case_reaches_the_endpoint() {
+    let rig = rig("").await;
+    let (status, _, _) = exchange(
+        rig.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Custom-Header: 1\r\nx-lower: 2\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let head = &rig.be.received()[0].head;
+    assert!(head.contains("\r\nX-Custom-Header: 1\r\n"), "{head}");
+    assert!(head.contains("\r\nx-lower: 2\r\n"), "{head}");
+}
+
+// ---- RFC 9110 §5.3: several field lines are one list ----
+
+/// RFC 9110 §5.3: several `X-Forwarded-For` lines are one list; weir
+/// appends the client to the whole list, in order, as one line. A
+/// client's `Forwarded` header is passed on untouched.
+#[tokio::test]
+async fn multi_line_x_forwarded_for_is_combined() {
+    let rig = rig("").await;
+    let (status, _, _) = exchange(
+        rig.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\n\
+          X-Forwarded-For: 3.3.3.3\r\nForwarded: for=192.0.2.60\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = &rig.be.received()[0];
+    assert_eq!(
+        seen.values("x-forwarded-for"),
+        ["1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1"],
+        "{}",
+        seen.head
+    );
+    assert_eq!(
+        seen.values("forwarded"),
+        ["for=192.0.2.60"],
+        "{}",
+        seen.head
+    );
+}
+
+// ---- RFC 9112 §2.2: what is not HTTP at all ----
+
+/// Deterministic noise (a linear congruential generator).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x2545_f491;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// RFC 9112 §2.2: bytes that do not parse as a request (a TLS
+/// ClientHello on the cleartext port, binary noise) are 400 and close.
+#[tokio::test]
+async fn tls_and_binary_garbage_are_400_and_close() {
+    let rig = rig("").await;
+    // A ClientHello record: handshake, TLS 1.0 record version, one cipher.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03,
+    ];
+    hello.extend(noise(32));
+    hello.extend([0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00, 0x00, 0x00]);
+    let binary = noise(512);
+    assert_refused(
+        &rig,
+        &[
+            ("TLS ClientHello", &hello, &[400]),
+            ("binary", &binary, &[400]),
+        ],
+    )
+    .await;
+}
+
+/// A client that connects and goes away without a byte is not an error
+/// worth more than closing: weir keeps serving.
+#[tokio::test]
+async fn silent_client_does_not_disturb_the_listener() {
+    let rig = rig("").await;
+    drop(TcpStream::connect(rig.addr).await.unwrap());
+    let mut half = TcpStream::connect(rig.addr).await.unwrap();
+    half.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(RESPONSE_DEADLINE, half.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "weir kept a closed client's connection open");
+    assert!(rest.is_empty(), "{:?}", text(&rest));
+    assert_eq!(sentinel(rig.addr).await, 200);
+    assert!(rig.be.others().is_empty());
+}
