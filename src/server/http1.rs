@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers;
-use crate::error::{ClientBodyError, ProxyError};
+use crate::error::{BodyFault, ClientBodyError, ProxyError};
 use crate::http1::{self as codec, BodyDecoder, Chunk, RequestHead, ResponseFraming};
 use crate::proxy::{self, ConnCtx, Tunnel};
 use crate::upstream::body::{ClientBody, ResponseBody};
@@ -90,6 +90,9 @@ pub struct Settings {
     pub idle: Duration,
     /// `timeouts.header_read`: first byte → end of the head.
     pub header_read: Duration,
+    /// `timeouts.body_read`: the wait for a body's first bytes before the
+    /// request goes upstream (later gaps are the body meter's).
+    pub body_read: Duration,
 }
 
 /// How long a refused connection's further input is read and discarded.
@@ -220,6 +223,38 @@ impl<T: Transport> Connection<T> {
         linger(&mut self.io).await;
     }
 
+    /// Reads and decodes a chunked body's first step before the request
+    /// goes upstream, so that a body whose framing is broken from its first
+    /// line is refused (400) without reaching an endpoint. Skipped when the
+    /// client waits for `100 Continue` before sending its body. `Err(None)`:
+    /// the client went away.
+    async fn first_body_step(&mut self, feed: &mut Feed) -> Result<(), Option<ProxyError>> {
+        if feed.continue_pending {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.settings.body_read;
+        let buf = self.buf.get_or_insert_with(buffers::take_read);
+        loop {
+            match feed.decoder.decode(buf) {
+                Ok(Some(step)) => {
+                    feed.first = Some(step);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let fault = ClientBodyError::Framing(e).fault();
+                    return Err(Some(ProxyError::ClientBody(fault)));
+                }
+                Ok(None) => {}
+            }
+            reserve(buf);
+            match tokio::time::timeout_at(deadline, read_buf(&mut self.io, buf)).await {
+                Err(_) => return Err(Some(ProxyError::ClientBody(BodyFault::Timeout))),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Back to idle: the read buffer goes back to the pool unless it holds
     /// a pipelined request.
     fn idle(&mut self) {
@@ -287,11 +322,20 @@ impl Exchange {
             return After::Close;
         };
         let (request, mut feed) = into_request(head, &conn.settings.limits);
-        if let (Some(feed), Some(buf)) = (feed.as_mut(), conn.buf.as_mut()) {
-            if let Err(e) = feed.prefetch(buf) {
-                let fault = ClientBodyError::Framing(e).fault();
-                conn.refuse(ProxyError::ClientBody(fault)).await;
-                return After::Close;
+        // The head's limits first: a body too large by its declared length
+        // is refused before anything waits for it.
+        if let Err(e) = crate::limits::check_head(&request, &conn.ctx.limits) {
+            conn.refuse(e).await;
+            return After::Close;
+        }
+        if let Some(feed) = feed.as_mut().filter(|f| f.chunked) {
+            match conn.first_body_step(feed).await {
+                Ok(()) => {}
+                Err(Some(e)) => {
+                    conn.refuse(e).await;
+                    return After::Close;
+                }
+                Err(None) => return After::Close,
             }
         }
         self.feed = feed;
@@ -478,6 +522,7 @@ fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBod
             decoder,
             tx: Some(tx),
             first: None,
+            chunked: body == codec::BodyFraming::Chunked,
             continue_pending: expect_continue,
             complete: false,
         };
@@ -499,6 +544,8 @@ struct Feed {
     tx: Option<PipeSender>,
     /// The body's first step, decoded before the request went upstream.
     first: Option<Chunk>,
+    /// The body is chunked (its framing can be malformed).
+    chunked: bool,
     /// `Expect: 100-continue` not answered yet.
     continue_pending: bool,
     /// The body was read to its end.
@@ -512,16 +559,6 @@ impl Feed {
 
     fn complete(&self) -> bool {
         self.complete
-    }
-
-    /// Decodes the body's first step from bytes that arrived with the
-    /// head, before the request goes upstream: a body whose framing is
-    /// broken from its first line is refused without reaching an endpoint.
-    fn prefetch(&mut self, buf: &mut BytesMut) -> Result<(), codec::FramingError> {
-        if !buf.is_empty() {
-            self.first = self.decoder.decode(buf)?;
-        }
-        Ok(())
     }
 
     /// Moves body bytes while the consumer asks for them. Returns when it

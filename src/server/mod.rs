@@ -186,6 +186,7 @@ pub fn connection_builders(server: &ServerConfig) -> Builders {
         },
         idle: server.idle_timeout,
         header_read: server.header_read_timeout,
+        body_read: server.body_read_timeout,
     });
     Builders { http1, http2 }
 }

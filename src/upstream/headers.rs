@@ -125,27 +125,27 @@ pub fn add_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let prev = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|p| !p.is_empty());
-    let xff = match prev {
+    // Several XFF lines are one list (RFC 9110 §5.3): every address is
+    // kept, in order, then the client's.
+    let xff = match joined(headers, &X_FORWARDED_FOR) {
         // The common case: no chain yet, the cached value is shared.
         None => Some(client.clone()),
-        Some(prev) => {
-            let mut chain = Vec::with_capacity(prev.len() + 2 + client.len());
-            chain.extend_from_slice(prev.as_bytes());
+        Some(mut chain) => {
             chain.extend_from_slice(b", ");
             chain.extend_from_slice(client.as_bytes());
             HeaderValue::from_bytes(&chain).ok()
         }
     };
-    // Several XFF lines are one list (RFC 9110 §5.3); we folded the first,
-    // so drop the others rather than forward a partial chain.
     headers.remove(&X_FORWARDED_FOR);
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    // `Forwarded` passes through, its lines folded into one list too, for
+    // endpoints that read only the first line.
+    if headers.get_all(header::FORWARDED).iter().nth(1).is_some() {
+        if let Some(v) = joined(headers, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+            headers.insert(header::FORWARDED, v);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
@@ -156,6 +156,24 @@ pub fn add_forwarded(
             headers.remove(&X_FORWARDED_HOST);
         }
     }
+}
+
+/// The non-empty values of every `name` line, trimmed and joined with
+/// `, ` (`None` when there are none).
+fn joined(headers: &HeaderMap, name: &http::HeaderName) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for value in headers.get_all(name) {
+        let v = value.as_bytes().trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
+        let out = out.get_or_insert_with(|| Vec::with_capacity(v.len() + 24));
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v);
+    }
+    out
 }
 
 /// Appends `Via: <protocol> <pseudonym>` (RFC 9110 §7.6.3).
@@ -279,6 +297,21 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn every_forwarding_line_is_one_list() {
+        let mut h = HeaderMap::new();
+        for v in ["1.1.1.1, 2.2.2.2", " ", "3.3.3.3"] {
+            h.append("x-forwarded-for", HeaderValue::from_static(v));
+        }
+        h.append("forwarded", HeaderValue::from_static("for=1.1.1.1"));
+        h.append("forwarded", HeaderValue::from_static("for=3.3.3.3;proto=https"));
+        add_forwarded(&mut h, &client_ip_value("10.0.0.1".parse().unwrap()), "http", None);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
+        let fwd: Vec<_> = h.get_all("forwarded").iter().collect();
+        assert_eq!(fwd, ["for=1.1.1.1, for=3.3.3.3;proto=https"]);
     }
 
     #[test]
