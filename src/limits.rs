@@ -9,7 +9,7 @@
 //! | `limits.max_headers`          | hyper's HTTP/1 parser               | 431    |
 //! | `limits.max_uri_bytes`        | [`check_head`], before routing      | 414    |
 //! | `limits.max_body_bytes`       | [`check_head`] (`Content-Length`), [`BodyMeter`] (streamed bodies) | 413 |
-//! | `timeouts.body_read`          | [`BodyMeter`], with the exchange's [`Progress`] | 408    |
+//! | `timeouts.body_read`          | [`BodyMeter`]: no bytes either way, request body or response ([`Progress`]) | 408    |
 //! | `limits.max_connections`      | [`ConnectionLimit`], in the accept loop | accepted, then closed |
 //! | `pools[].limits`              | `upstream::Pool::admit`, before the endpoint is contacted | 503 after `queue_timeout` |
 //!
@@ -27,8 +27,9 @@
 //! exchange's [`Progress`], which the response body stamps, and re-arms
 //! from the response's last progress instead of failing. The rule is the
 //! same for HTTP/1.1 and HTTP/2, on either side. Once the request body has
-//! ended no read timer runs at all; a body buffered in memory (for retries)
-//! is read before any response exists, so only its own bytes count.
+//! ended no read timer runs at all. A body buffered for retries (known
+//! length, up to `max_replay_body`) is read whole within `body_read`
+//! ([`RequestLimits::within`]), before any response exists.
 //!
 //! **Per-endpoint rule.** With `max_requests_per_endpoint`, the selector
 //! picks as usual; if its pick is at the limit, the request goes to the
@@ -64,7 +65,8 @@ pub struct RequestLimits {
     pub max_uri_bytes: usize,
     /// Largest request body, in bytes (`None`: unlimited).
     pub max_body_bytes: Option<u64>,
-    /// Longest pause between request body bytes.
+    /// Longest an exchange whose request body is open may go with no
+    /// bytes moving in either direction (the idle rule of this module).
     pub body_read_timeout: Duration,
 }
 
