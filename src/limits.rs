@@ -9,13 +9,27 @@
 //! | `limits.max_headers`          | hyper's HTTP/1 parser               | 431    |
 //! | `limits.max_uri_bytes`        | [`check_head`], before routing      | 414    |
 //! | `limits.max_body_bytes`       | [`check_head`] (`Content-Length`), [`BodyMeter`] (streamed bodies) | 413 |
-//! | `timeouts.body_read`          | [`BodyMeter`]                       | 408    |
+//! | `timeouts.body_read`          | [`BodyMeter`]: no bytes either way, request body or response ([`Progress`]) | 408    |
 //! | `limits.max_connections`      | [`ConnectionLimit`], in the accept loop | accepted, then closed |
 //! | `pools[].limits`              | `upstream::Pool::admit`, before the endpoint is contacted | 503 after `queue_timeout` |
 //!
 //! A body limit or timeout that trips after the endpoint has started its
 //! response cannot change the status any more; the response is then cut
 //! short (HTTP/1: the connection closes; HTTP/2: RST_STREAM).
+//!
+//! **Idle rule.** `timeouts.body_read` is a stream idle timeout: an
+//! exchange is idle only when no bytes move in either direction. Request
+//! body bytes from the client and the response (its head, then its body
+//! bytes) passed on to the client both count as progress, so a stream whose
+//! client has sent its message and waits while the endpoint keeps sending
+//! (gRPC bidirectional streams, watches) is not cut. The request's
+//! [`BodyMeter`] runs the timer; when it fires, the meter asks the
+//! exchange's [`Progress`], which the response body stamps, and re-arms
+//! from the response's last progress instead of failing. The rule is the
+//! same for HTTP/1.1 and HTTP/2, on either side. Once the request body has
+//! ended no read timer runs at all. A body buffered for retries (known
+//! length, up to `max_replay_body`) is read whole within `body_read`
+//! ([`RequestLimits::within`]), before any response exists.
 //!
 //! **Per-endpoint rule.** With `max_requests_per_endpoint`, the selector
 //! picks as usual; if its pick is at the limit, the request goes to the
@@ -29,7 +43,7 @@ use std::collections::HashMap;
 use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +52,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::{PoolLimits, ServerConfig};
 use crate::error::{BodyFault, ClientBodyError, ProxyError};
@@ -50,7 +65,8 @@ pub struct RequestLimits {
     pub max_uri_bytes: usize,
     /// Largest request body, in bytes (`None`: unlimited).
     pub max_body_bytes: Option<u64>,
-    /// Longest pause between request body bytes.
+    /// Longest an exchange whose request body is open may go with no
+    /// bytes moving in either direction (the idle rule of this module).
     pub body_read_timeout: Duration,
 }
 
@@ -108,10 +124,13 @@ pub fn check_head<B: Body>(req: &Request<B>, limits: &RequestLimits) -> Result<(
 }
 
 /// Watches one streamed request body: counts its bytes, stops it past the
-/// size limit, and fails it when no bytes arrive for the read timeout.
+/// size limit, and fails it when the exchange has been idle for the read
+/// timeout: no request bytes arrived, and (with a [`Progress`] shared with
+/// the response body) no response bytes went out either.
 ///
 /// The timer is armed only when the body is pending after progress, so a
-/// body that flows steadily costs one clock read per wait, not per frame.
+/// body that flows steadily costs one clock read per wait, not per frame;
+/// the response side is consulted only when the timer fires.
 #[derive(Debug)]
 pub struct BodyMeter {
     counter: prometheus::IntCounter,
@@ -120,6 +139,7 @@ pub struct BodyMeter {
     timeout: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     progressed: bool,
+    progress: Option<Progress>,
 }
 
 impl BodyMeter {
@@ -132,7 +152,15 @@ impl BodyMeter {
             timeout: limits.body_read_timeout,
             idle: None,
             progressed: true,
+            progress: None,
         }
+    }
+
+    /// The exchange's progress clock, made on first use: hand it to the
+    /// response body so that bytes sent to the client keep this body's
+    /// read timer from firing.
+    pub fn progress(&mut self) -> Progress {
+        self.progress.get_or_insert_with(Progress::new).clone()
     }
 
     /// Passes on one poll of the client's body, applying the limits.
@@ -155,29 +183,131 @@ impl BodyMeter {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + self.timeout;
-                let idle = match &mut self.idle {
-                    Some(idle) => {
-                        if self.progressed {
-                            idle.as_mut().reset(deadline);
-                        }
-                        idle
-                    }
-                    None => self
-                        .idle
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                self.progressed = false;
-                match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(ClientBodyError::Timeout(self.timeout))))
-                    }
-                    Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                // The body is over: no read timer may outlive it.
+                self.idle = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => self.wait(cx),
+        }
+    }
+
+    /// The body is pending: (re)arms the timer from this body's last
+    /// progress, and when it fires, from the response's, failing only when
+    /// neither moved for the whole timeout.
+    fn wait(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let idle = match &mut self.idle {
+            Some(idle) => {
+                if self.progressed {
+                    idle.as_mut().reset(Instant::now() + self.timeout);
                 }
+                idle
+            }
+            None => self.idle.insert(Box::pin(tokio::time::sleep(self.timeout))),
+        };
+        self.progressed = false;
+        // Each time the timer fires, this body has been quiet for the whole
+        // timeout; the exchange is idle only if the response was too.
+        while idle.as_mut().poll(cx).is_ready() {
+            let next = self
+                .progress
+                .as_ref()
+                .and_then(|p| p.idle_deadline(Instant::now(), self.timeout));
+            match next {
+                Some(deadline) => idle.as_mut().reset(deadline),
+                None => return Poll::Ready(Some(Err(ClientBodyError::Timeout(self.timeout)))),
             }
         }
+        Poll::Pending
+    }
+}
+
+/// `last` while response bytes are moving and no time has been taken yet.
+const MOVING: u64 = u64::MAX;
+
+/// When bytes last moved through one request/response exchange, on the
+/// response's side: shared (one small `Arc`) by the request's
+/// [`BodyMeter`], which reads it only when its timer fires, and the
+/// response body, which writes it.
+///
+/// Writing costs one relaxed store of a constant per response frame
+/// ([`moved`](Progress::moved)) and one clock read per pause
+/// ([`settled`](Progress::settled)), when the response waits for more
+/// bytes or ends. Bytes that moved with no pause after them (the response
+/// is held up by the client's flow control) have no time yet; the meter
+/// then takes the time it notices them as theirs, which errs by at most
+/// one timeout on the long side and never cuts a stream early.
+#[derive(Clone, Debug)]
+pub struct Progress(Arc<ProgressClock>);
+
+#[derive(Debug)]
+struct ProgressClock {
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when response bytes last moved, or
+    /// [`MOVING`]. Starts at 0: the exchange began at `epoch`.
+    last: AtomicU64,
+}
+
+impl ProgressClock {
+    fn offset(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(MOVING - 1).min(MOVING - 1)
+    }
+}
+
+impl Progress {
+    /// The clock of an exchange starting now.
+    pub fn new() -> Self {
+        Progress(Arc::new(ProgressClock {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+        }))
+    }
+
+    /// Response bytes (or the head) went to the client just now.
+    #[inline]
+    pub fn moved(&self) {
+        self.0.last.store(MOVING, Ordering::Relaxed);
+    }
+
+    /// The response stopped after moving bytes (it waits for more, or it
+    /// ended): takes the time of its last progress.
+    pub fn settled(&self) {
+        let clock = &self.0;
+        clock
+            .last
+            .store(clock.offset(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Seen at `now`, with the request side quiet for `timeout`: when the
+    /// exchange goes idle if the response moves no more bytes, or `None`
+    /// if it has not moved any for `timeout` either.
+    pub fn idle_deadline(&self, now: Instant, timeout: Duration) -> Option<Instant> {
+        let clock = &self.0;
+        let mut last = clock.last.load(Ordering::Relaxed);
+        if last == MOVING {
+            // Bytes moved at some time before now: count them from now.
+            let stamp = clock.offset(now);
+            match clock
+                .last
+                .compare_exchange(MOVING, stamp, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(now + timeout),
+                // The response settled meanwhile: its own time is exact.
+                Err(settled) => last = settled,
+            }
+        }
+        let deadline = clock.epoch + Duration::from_nanos(last) + timeout;
+        (deadline > now).then_some(deadline)
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
     }
 }
 
@@ -305,6 +435,7 @@ impl PoolGate {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use futures_util::StreamExt as _;
     use http_body_util::{BodyExt, StreamBody};
 
     fn limits(max_uri: usize, max_body: Option<u64>) -> RequestLimits {
@@ -431,6 +562,167 @@ mod tests {
         let err = stalled.collect().await.unwrap_err();
         assert!(matches!(err, ClientBodyError::Timeout(_)));
         assert_eq!(err.fault().status(), http::StatusCode::REQUEST_TIMEOUT);
+    }
+
+    /// A body that sends one frame at once, then nothing, never ending.
+    fn one_then_quiet() -> impl Body<Data = Bytes, Error = ClientBodyError> + Unpin {
+        let first = Ok::<_, ClientBodyError>(Frame::data(Bytes::from_static(b"ping")));
+        StreamBody::new(futures_util::stream::iter([first]).chain(futures_util::stream::pending()))
+    }
+
+    fn quiet_meter(timeout: Duration) -> BodyMeter {
+        let counter = prometheus::IntCounter::new("c", "c").unwrap();
+        let mut l = limits(10, None);
+        l.body_read_timeout = timeout;
+        BodyMeter::new(counter, &l)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn response_progress_keeps_a_quiet_request_body_open() {
+        let timeout = Duration::from_secs(1);
+        let mut meter = quiet_meter(timeout);
+        let progress = meter.progress();
+        let mut body = Metered {
+            inner: one_then_quiet(),
+            meter,
+        };
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        // The response moves bytes every 0.5 s for 10 s, then stops.
+        let responder = tokio::spawn(async move {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                progress.moved();
+                progress.settled();
+            }
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
+        assert!(
+            waited.is_err(),
+            "the request body failed while the response moved"
+        );
+        responder.await.unwrap();
+        // Both sides quiet from here: the timeout counts from the last
+        // response bytes.
+        let quiet_from = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, ClientBodyError::Timeout(t) if t == timeout));
+        let took = quiet_from.elapsed();
+        assert!(
+            took >= timeout && took <= timeout + Duration::from_millis(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_exchange_times_out_after_the_timeout() {
+        let timeout = Duration::from_secs(1);
+        let mut meter = quiet_meter(timeout);
+        // A clock that never sees a response byte changes nothing.
+        let _progress = meter.progress();
+        let mut body = Metered {
+            inner: one_then_quiet(),
+            meter,
+        };
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        let t = Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, ClientBodyError::Timeout(_)));
+        assert_eq!(err.fault().status(), http::StatusCode::REQUEST_TIMEOUT);
+        let took = t.elapsed();
+        assert!(
+            took >= timeout && took <= timeout + Duration::from_millis(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moved_without_a_pause_count_from_when_they_are_noticed() {
+        // The response moved bytes at 0.9 s but never settled (held up by
+        // the client's flow control): the meter, firing at 1 s, counts them
+        // as of 1 s, so the exchange is idle at 2 s, not before.
+        let timeout = Duration::from_secs(1);
+        let mut meter = quiet_meter(timeout);
+        let progress = meter.progress();
+        let mut body = Metered {
+            inner: one_then_quiet(),
+            meter,
+        };
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        let t = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            progress.moved();
+        });
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, ClientBodyError::Timeout(_)));
+        let took = t.elapsed();
+        assert!(
+            took >= 2 * timeout && took <= 2 * timeout + Duration::from_millis(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_deadline_counts_from_the_last_response_progress() {
+        let timeout = Duration::from_secs(1);
+        let p = Progress::new();
+        let t0 = Instant::now();
+        // Nothing moved since the start.
+        tokio::time::advance(timeout).await;
+        assert_eq!(p.idle_deadline(Instant::now(), timeout), None);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        p.moved();
+        p.settled();
+        let at = t0 + timeout + Duration::from_millis(300);
+        assert_eq!(p.idle_deadline(Instant::now(), timeout), Some(at + timeout));
+        assert_eq!(p.idle_deadline(at + timeout, timeout), None);
+    }
+
+    /// Counts how often a task would have been woken.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_read_timer_runs_once_the_body_has_ended() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, ClientBodyError>>(1);
+        let inner = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut meter = quiet_meter(Duration::from_secs(1));
+        let _progress = meter.progress();
+        let mut body = Metered {
+            inner: Box::pin(inner),
+            meter,
+        };
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        // Pending: the timer is armed.
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert!(body.meter.idle.is_some());
+        // The client ends its body.
+        drop(tx);
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert!(body.meter.idle.is_none());
+        let before = wakes.0.load(Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            before,
+            "a timer fired after the end"
+        );
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 
     #[tokio::test]

@@ -183,6 +183,8 @@ struct Record {
     endpoint: Option<SocketAddr>,
     request_id: HeaderValue,
     _admission: crate::limits::Admission,
+    /// The exchange's clock, for the response body to stamp.
+    progress: Option<crate::limits::Progress>,
 }
 
 impl Completion for Record {
@@ -244,6 +246,7 @@ pub async fn handle(
         endpoint: None,
         request_id: request_id.clone(),
         _admission: crate::limits::Admission::default(),
+        progress: None,
     };
     // Boxed: hyper keeps one slot per client connection for the request
     // future, sized for the largest state, for the connection's whole life.
@@ -275,7 +278,8 @@ pub async fn handle(
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(
         parts,
-        body.on_complete(Box::new(record)),
+        body.with_progress(record.progress.take())
+            .on_complete(Box::new(record)),
     ))
 }
 
@@ -369,11 +373,12 @@ async fn prepare(
         settings.retries.attempts
     };
     let idempotent = retry::is_idempotent(&parts.method);
-    let (body, replay) = if max_attempts > 1 && idempotent {
+    let (mut body, replay) = if max_attempts > 1 && idempotent {
         first_body(&parts, body, &pool, &ctx.limits).await?
     } else {
         (streamed(body, &pool, &ctx.limits), None)
     };
+    record.progress = body.progress();
     pool.budget().deposit();
     Ok(Prepared {
         lease,

@@ -11,6 +11,11 @@
 //! stream, so hyper aborts the downstream response (HTTP/1: the connection
 //! closes before the declared length or final chunk; HTTP/2: RST_STREAM)
 //! and the client can tell the response was truncated.
+//!
+//! Both directions of one exchange share a [`Progress`] clock: the request
+//! body's meter runs the `timeouts.body_read` timer, and the response body
+//! stamps the clock as it passes bytes to the client, so a stream is idle
+//! only when neither side moves (see `crate::limits`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +26,7 @@ use hyper::body::Incoming;
 
 use super::pipe::PipeBody;
 use super::{Lease, PooledConn};
+use crate::limits::Progress;
 
 /// The client's request body as a connection driver delivers it: hyper's
 /// for HTTP/2, weir's own [`PipeBody`] for HTTP/1.1.
@@ -83,6 +89,17 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody::Full(None)
     }
+
+    /// The exchange's progress clock, shared with this body's meter, for
+    /// the response body to stamp ([`ResponseBody::with_progress`]).
+    /// `None` for a body in memory or one that has already ended: no read
+    /// timer runs for those, so nothing is allocated.
+    pub fn progress(&mut self) -> Option<Progress> {
+        match self {
+            RequestBody::Incoming(b, meter) if !b.is_end_stream() => Some(meter.progress()),
+            _ => None,
+        }
+    }
 }
 
 /// The client's request body failed (malformed chunked framing, the client
@@ -137,6 +154,9 @@ pub struct ResponseBody {
     lease: Option<Lease>,
     conn: Option<(PooledConn, super::ConnectSettings)>,
     completion: Option<Box<dyn Completion>>,
+    progress: Option<Progress>,
+    /// Bytes moved since `progress` was last stamped with a time.
+    moving: bool,
 }
 
 enum Inner {
@@ -180,6 +200,31 @@ impl ResponseBody {
             lease: None,
             conn: None,
             completion: None,
+            progress: None,
+            moving: false,
+        }
+    }
+
+    /// Counts this response as progress of its exchange: the head (sent
+    /// now) and every body byte keep the request body's read timer from
+    /// firing. `None` leaves the body as it is.
+    pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
+        if let Some(p) = &progress {
+            p.moved();
+            self.moving = true;
+        }
+        self.progress = progress;
+        self
+    }
+
+    /// The response stopped (waits for bytes, or ended): the time of its
+    /// last progress goes on the clock, once per pause.
+    fn settle(&mut self) {
+        if self.moving {
+            self.moving = false;
+            if let Some(p) = &self.progress {
+                p.settled();
+            }
         }
     }
 
@@ -194,6 +239,7 @@ impl ResponseBody {
             return;
         }
         self.done = true;
+        self.settle();
         if complete {
             if let (Some((conn, settings)), Some(lease)) = (self.conn.take(), self.lease.as_ref()) {
                 lease.backend().conns().release(conn, &settings);
@@ -226,6 +272,10 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
+                    if let (Some(p), false) = (&this.progress, d.is_empty()) {
+                        p.moved();
+                        this.moving = true;
+                    }
                 }
                 if this.inner_is_end() {
                     this.end(true);
@@ -233,7 +283,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(None) => this.end(true),
             Poll::Ready(Some(Err(_))) => this.end(false),
-            Poll::Pending => {}
+            Poll::Pending => this.settle(),
         }
         polled
     }
@@ -265,5 +315,55 @@ impl Drop for ResponseBody {
         // Content-Length: 0); that still counts as complete.
         let complete = self.inner_is_end();
         self.end(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn response_bytes_stamp_the_exchange_clock_when_the_body_ends() {
+        let progress = Progress::new();
+        let t0 = Instant::now();
+        let body = ResponseBody::full("hello").with_progress(Some(progress.clone()));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+        // The last byte went out at 0.4 s: idle from then.
+        let ended = t0 + Duration::from_millis(400);
+        assert_eq!(
+            progress.idle_deadline(Instant::now(), TIMEOUT),
+            Some(ended + TIMEOUT)
+        );
+        assert_eq!(progress.idle_deadline(ended + TIMEOUT, TIMEOUT), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_response_head_counts_as_progress() {
+        let progress = Progress::new();
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_millis(700)).await;
+        // Head sent at 0.7 s; the (empty) body is dropped unpolled at 0.9 s.
+        let body = ResponseBody::full("").with_progress(Some(progress.clone()));
+        tokio::time::advance(Duration::from_millis(200)).await;
+        drop(body);
+        let ended = t0 + Duration::from_millis(900);
+        assert_eq!(
+            progress.idle_deadline(t0 + TIMEOUT, TIMEOUT),
+            Some(ended + TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn a_body_in_memory_has_no_clock() {
+        let mut body = RequestBody::Full(Some(Bytes::from_static(b"abc")));
+        assert!(body.progress().is_none());
+        assert!(RequestBody::empty().progress().is_none());
     }
 }
