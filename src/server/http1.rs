@@ -58,7 +58,7 @@ use crate::upstream::headers as hdr;
 use crate::upstream::pipe::{pipe, PipeSender};
 
 /// A byte stream the driver can wait on without holding a buffer.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Ready when a read would make progress (bytes or end of stream).
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
@@ -104,44 +104,25 @@ const COALESCE: usize = 16 * 1024;
 
 /// Serves HTTP/1.1 on `io` until the connection closes. `early` holds bytes
 /// already read from it (protocol detection), usually none.
-pub async fn serve<T: Transport>(
+///
+/// Not an `async fn`: an async fn's future keeps its arguments beside
+/// everything they are moved into, so the connection is built first and
+/// the future holds it once.
+pub fn serve<T: Transport>(
     io: T,
     early: BytesMut,
     ctx: Arc<ConnCtx>,
     settings: Arc<Settings>,
     drain: CancellationToken,
-) {
-    let mut conn = Connection {
+) -> impl std::future::Future<Output = ()> + Send {
+    Connection {
         io,
         buf: (!early.is_empty()).then_some(early),
         ctx,
         settings,
         drain,
-    };
-    loop {
-        if !conn.wait_for_request().await {
-            break;
-        }
-        let head = match conn.read_head().await {
-            Ok(Some(head)) => head,
-            Ok(None) => break,
-            Err(e) => {
-                conn.refuse(e).await;
-                return;
-            }
-        };
-        let exchange = Exchange::new(head);
-        match exchange.run(&mut conn).await {
-            After::KeepAlive => conn.idle(),
-            After::Close => break,
-            After::Tunnel(tunnel) => {
-                let early = conn.buf.take().map(BytesMut::freeze).unwrap_or_default();
-                tunnel.run(conn.io, early).await;
-                return;
-            }
-        }
     }
-    let _ = conn.io.shutdown().await;
+    .run()
 }
 
 struct Connection<T> {
@@ -154,6 +135,38 @@ struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
+    async fn run(mut self) {
+        loop {
+            if !self.wait_for_request().await {
+                break;
+            }
+            let head = match self.read_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    Box::pin(self.refuse(e)).await;
+                    return;
+                }
+            };
+            // Boxed: the exchange (with the proxy's request future) is far
+            // larger than the idle state, and the task is as large as its
+            // largest state for the connection's whole life. One allocation
+            // per request keeps an idle connection's task small.
+            let exchange = Exchange::new(head);
+            match Box::pin(exchange.run(&mut self)).await {
+                After::KeepAlive => self.idle(),
+                After::Close => break,
+                After::Tunnel(tunnel) => {
+                    let early = self.buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    // Boxed, like the exchange: the tunnel's state is large.
+                    Box::pin(tunnel.run(self.io, early)).await;
+                    return;
+                }
+            }
+        }
+        let _ = self.io.shutdown().await;
+    }
+
     /// Waits for the next request's first byte: `false` when the
     /// connection should close instead (idle timeout, drain, error).
     async fn wait_for_request(&mut self) -> bool {

@@ -346,30 +346,35 @@ async fn accept_connection(
     conn: Conn,
 ) {
     let _ = stream.set_nodelay(true);
-    let metrics = conn.metrics.clone();
-    metrics.connections_open.inc();
+    let open = conn.metrics.connections_open.clone();
+    open.inc();
     match tls {
-        None => {
-            // Wait for the first bytes (bounded like an idle connection)
-            // and look at them without consuming them.
-            let mut first = [0u8; H2_PREFACE.len()];
-            let peeked = tokio::select! {
-                r = stream.peek(&mut first) => r.ok(),
-                _ = tokio::time::sleep(conn.idle_timeout) => None,
-                _ = conn.drain.cancelled() => None,
-            };
-            // `None` or 0 bytes: idle too long, draining, or closed.
-            if let Some(n) = peeked.filter(|n| *n > 0) {
-                let protocol = Protocol::sniff(first.get(..n).unwrap_or_default());
-                serve_protocol(stream, protocol, conn).await;
-            }
-        }
+        None => match sniff_plain(&stream, &conn).await {
+            // The common case is served inline; the rest are boxed.
+            Some(Protocol::Http1) => serve_http1(stream, BytesMut::new(), conn).await,
+            Some(protocol) => Box::pin(serve_protocol(stream, protocol, conn)).await,
+            None => {}
+        },
         // Boxed: the TLS handshake and TLS stream make this branch's future
         // twice the size of the plain one, and every connection task is as
         // large as its largest branch.
         Some(tls) => Box::pin(serve_tls(stream, tls, conn)).await,
     }
-    metrics.connections_open.dec();
+    open.dec();
+}
+
+/// Waits for a plain connection's first bytes (bounded like an idle
+/// connection) and looks at them without consuming them. `None`: idle too
+/// long, draining, or closed.
+async fn sniff_plain(stream: &TcpStream, conn: &Conn) -> Option<Protocol> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let peeked = tokio::select! {
+        r = stream.peek(&mut first) => r.ok(),
+        _ = tokio::time::sleep(conn.idle_timeout) => None,
+        _ = conn.drain.cancelled() => None,
+    };
+    let n = peeked.filter(|n| *n > 0)?;
+    Some(Protocol::sniff(first.get(..n).unwrap_or_default()))
 }
 
 async fn serve_tls(stream: TcpStream, tls: Arc<tls::TlsRuntime>, conn: Conn) {
@@ -393,9 +398,13 @@ async fn serve_protocol<S: http1::Transport>(stream: S, protocol: Protocol, conn
     }
 }
 
-async fn serve_http1<S: http1::Transport>(stream: S, early: BytesMut, conn: Conn) {
+fn serve_http1<S: http1::Transport>(
+    stream: S,
+    early: BytesMut,
+    conn: Conn,
+) -> impl std::future::Future<Output = ()> + Send {
     let settings = Arc::clone(&conn.builder.http1);
-    http1::serve(stream, early, conn.ctx, settings, conn.drain).await;
+    http1::serve(stream, early, conn.ctx, settings, conn.drain)
 }
 
 /// Reads a connection's first bytes until they tell HTTP/1.1 from the
@@ -588,6 +597,48 @@ mod tests {
         // A preface cut short cannot be told from a slow HTTP/1 client yet.
         assert_eq!(Protocol::sniff(b"P"), Protocol::Detect);
         assert_eq!(Protocol::sniff(b"PRI * HTTP/2.0\r\n"), Protocol::Detect);
+    }
+
+    /// Every open connection is a task holding its future: its size is
+    /// what an idle connection costs before any buffer. HTTP/2 and TLS are
+    /// boxed inside, so the plain HTTP/1.1 path sets the size.
+    #[tokio::test]
+    async fn connection_futures_stay_small() {
+        #![allow(clippy::unwrap_used)]
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let snapshot = crate::snapshot::Snapshot::empty(&metrics);
+        let shared = Arc::new(Shared::new(snapshot, metrics.clone()));
+        let server = shared.snapshot().config.server.clone();
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = socket.accept().await.unwrap();
+        let ctx = Arc::new(ConnCtx {
+            shared: Arc::clone(&shared),
+            peer,
+            client_ip: crate::upstream::headers::client_ip_value(peer.ip()),
+            scheme: "http",
+            activity: Arc::new(Activity::new()),
+            limits: RequestLimits::from_config(&server),
+        });
+        let builders = Arc::new(connection_builders(&server));
+        let settings = Arc::clone(&builders.http1);
+        let serve = http1::serve(stream, BytesMut::new(), ctx.clone(), settings, CancellationToken::new());
+        let serve_size = std::mem::size_of_val(&serve);
+        drop(serve);
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let conn = Conn {
+            ctx,
+            builder: builders,
+            idle_timeout: server.idle_timeout,
+            metrics: metrics.listener("main"),
+            drain: CancellationToken::new(),
+        };
+        let slot = ConnectionLimit::default().try_acquire(None).unwrap();
+        let task = accept_connection(stream, slot, None, conn);
+        let task_size = std::mem::size_of_val(&task);
+        eprintln!("connection task future: {task_size} B; HTTP/1.1 driver: {serve_size} B");
+        assert!(task_size <= 1024, "connection task future is {task_size} B");
     }
 
     #[test]
