@@ -428,3 +428,7 @@ fn ext_value(ext: &[u8], mut i: usize) -> Result<usize, FramingError> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "body_tests.rs"]
+mod tests;

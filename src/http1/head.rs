@@ -448,3 +448,7 @@ fn finish(
         upgrade: version == Version::HTTP_11 && conn.upgrade && specials.upgrade_field,
     })
 }
+
+#[cfg(test)]
+#[path = "head_tests.rs"]
+mod tests;
