@@ -7,7 +7,10 @@
 //!   fed to `BodyDecoder` in random-sized pieces, give the same data and
 //!   trailers, and leave the bytes after the body alone;
 //! - response heads: `encode_response_head` parsed by httparse (an
-//!   independent parser) gives the status, every field, and the framing's.
+//!   independent parser) gives the status, every field, and the framing's;
+//! - arbitrary bytes (random, and valid requests with bytes flipped) give
+//!   a head or an error, never a panic, and the body decoder after them
+//!   always makes progress (the fuzz target's invariants, on stable).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -236,4 +239,63 @@ proptest! {
         prop_assert_eq!(back.len(), headers.len() + 1 + usize::from(connection.is_some())
             + usize::from(matches!(framing, ResponseFraming::Length(_) | ResponseFraming::Chunked)));
     }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(input in arbitrary_request(), piece in 1usize..32) {
+        let limits = Limits { max_head_bytes: 512, max_headers: 8, max_chunk_ext_bytes: 32, max_trailer_bytes: 128 };
+        let mut buf = BytesMut::from(&input[..]);
+        let Ok(Some(head)) = parse_request(&mut buf, &limits) else {
+            return Ok(());
+        };
+        let rest = buf.split().to_vec();
+        let mut decoder = BodyDecoder::new(head.body, &limits);
+        let (mut fed, mut total) = (0, 0u64);
+        for _ in 0..4 * rest.len() + 16 {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Chunk::Data(d))) => {
+                    prop_assert!(!d.is_empty());
+                    total += d.len() as u64;
+                }
+                Ok(Some(Chunk::Trailers(_))) => {}
+                Ok(Some(Chunk::End)) => {
+                    if let BodyFraming::Length(n) = head.body {
+                        prop_assert_eq!(total, n);
+                    }
+                    return Ok(());
+                }
+                Ok(None) if fed < rest.len() => {
+                    let end = (fed + piece).min(rest.len());
+                    buf.extend_from_slice(&rest[fed..end]);
+                    fed = end;
+                }
+                Ok(None) | Err(_) => return Ok(()),
+            }
+        }
+        prop_assert!(false, "no progress: {:?}", decoder);
+    }
+}
+
+/// Random bytes, or a valid request (chunked or not) with a few bytes
+/// replaced, so that most inputs get deep into the parser.
+fn arbitrary_request() -> impl Strategy<Value = Vec<u8>> {
+    const BASES: [&[u8]; 3] = [
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nX: y\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n",
+        b"GET http://a:1/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ];
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..600),
+        (
+            0..BASES.len(),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)
+        )
+            .prop_map(|(base, flips)| {
+                let mut bytes = BASES[base].to_vec();
+                for (at, b) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] = b;
+                }
+                bytes
+            }),
+    ]
 }
