@@ -2,7 +2,8 @@
 //! head parses, a `BodyDecoder` on what follows, fed in pieces whose
 //! sizes come from the input. Never a panic; beyond that:
 //!
-//! - feeding the head in pieces gives the same answer as all at once;
+//! - feeding the head in pieces (with a resumed scan) gives the same
+//!   answer as all at once;
 //! - every `decode` call returns data (and consumes it), an event, an
 //!   error, or asks for more; it never spins without progress;
 //! - the data handed out never exceeds the input, and a Content-Length
@@ -12,7 +13,10 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use weir::http1::{parse_request, BodyDecoder, BodyFraming, Chunk, Limits, RequestHead};
+use weir::http1::{
+    parse_request, parse_request_resumed, BodyDecoder, BodyFraming, Chunk, HeadScan, Limits,
+    RequestHead,
+};
 
 /// Small limits, so that inputs reach them.
 const LIMITS: Limits = Limits {
@@ -30,7 +34,11 @@ struct Pieces<'a> {
 
 impl Pieces<'_> {
     fn size(&mut self) -> usize {
-        let seed = self.seeds.get(self.next % self.seeds.len().max(1)).copied().unwrap_or(0);
+        let seed = self
+            .seeds
+            .get(self.next % self.seeds.len().max(1))
+            .copied()
+            .unwrap_or(0);
         self.next += 1;
         usize::from(seed % 16) + 1
     }
@@ -41,13 +49,17 @@ impl Pieces<'_> {
 fn parse_in_pieces(
     input: &[u8],
     pieces: &mut Pieces<'_>,
-) -> (Result<Option<RequestHead>, weir::http1::HeadError>, BytesMut, usize) {
-    let (mut buf, mut fed) = (BytesMut::new(), 0);
+) -> (
+    Result<Option<RequestHead>, weir::http1::HeadError>,
+    BytesMut,
+    usize,
+) {
+    let (mut buf, mut fed, mut scan) = (BytesMut::new(), 0, HeadScan::default());
     loop {
         let end = (fed + pieces.size()).min(input.len());
         buf.extend_from_slice(&input[fed..end]);
         fed = end;
-        match parse_request(&mut buf, &LIMITS) {
+        match parse_request_resumed(&mut buf, &LIMITS, &mut scan) {
             Ok(None) if fed < input.len() => continue,
             other => return (other, buf, fed),
         }
@@ -63,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
     let (piecewise, mut buf, mut fed) = parse_in_pieces(input, &mut pieces);
     let head = match (at_once, piecewise) {
         (Ok(Some(a)), Ok(Some(b))) => {
-            assert_eq!((&a.method, &a.uri, a.version, &a.headers, a.body), (&b.method, &b.uri, b.version, &b.headers, b.body));
+            assert_eq!(
+                (&a.method, &a.uri, a.version, &a.headers, a.body),
+                (&b.method, &b.uri, b.version, &b.headers, b.body)
+            );
             b
         }
         (Err(a), Err(b)) => {

@@ -712,3 +712,63 @@ fn byte_by_byte_feeding_gives_the_same_result() {
         }
     }
 }
+
+#[test]
+fn resumed_parsing_matches_one_pass_and_resets() {
+    let raw = b"\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (mut buf, mut scan, mut heads) = (BytesMut::new(), HeadScan::default(), Vec::new());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        buf.extend_from_slice(&[b]);
+        i += 1;
+        if let Some(head) = parse_request_resumed(&mut buf, &Limits::default(), &mut scan).unwrap()
+        {
+            assert_eq!(scan, HeadScan::default(), "reset after a head");
+            assert!(buf.is_empty());
+            if let BodyFraming::Length(n) = head.body {
+                // The body's bytes go to its decoder, not here.
+                i += n as usize;
+            }
+            heads.push(head);
+        }
+    }
+    let uris: Vec<_> = heads.iter().map(|h| h.uri.to_string()).collect();
+    assert_eq!(uris, ["/x", "/2"]);
+    let mut all = BytesMut::from(&raw[..]);
+    let first = parse_request(&mut all, &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&first.headers, first.body),
+        (&heads[0].headers, heads[0].body)
+    );
+}
+
+#[test]
+fn resumed_parsing_reports_errors_and_limits_like_one_pass() {
+    let limits = Limits {
+        max_head_bytes: 30,
+        ..Limits::default()
+    };
+    for (raw, want) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n"[..],
+            HeadError::Malformed("bare LF"),
+        ),
+        (
+            b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n",
+            HeadError::HeadTooLarge,
+        ),
+    ] {
+        let (mut buf, mut scan) = (BytesMut::new(), HeadScan::default());
+        let mut got = None;
+        for &b in raw {
+            buf.extend_from_slice(&[b]);
+            if let Err(e) = parse_request_resumed(&mut buf, &limits, &mut scan) {
+                got = Some(e);
+                break;
+            }
+        }
+        assert_eq!(got, Some(want));
+    }
+}
