@@ -31,7 +31,7 @@ Accept-Language: en-US,en;q=0.5\r\n\
 Accept-Encoding: gzip, deflate, br, zstd\r\n\
 Referer: https://www.example.com/\r\n\
 Connection: keep-alive\r\n\
-Cookie: session=8a7f6e5d4c3b2a19; theme=dark; consent=yes\r\n\
+Cookie: sid=8a7f6e5d4c3b2a19; theme=dark; consent=yes\r\n\
 Sec-Fetch-Dest: script\r\n\
 Sec-Fetch-Mode: no-cors\r\n\
 Sec-Fetch-Site: same-origin\r\n\

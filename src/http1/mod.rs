@@ -48,7 +48,9 @@
 //! Parsing allocates the `HeaderMap` and the spelling list and nothing
 //! else: values and spellings are zero-copy slices of the read buffer,
 //! httparse's slots live on the stack, and body data is split off the
-//! buffer.
+//! buffer. Incomplete input is never rescanned: [`BodyDecoder`] and
+//! [`parse_request_resumed`] remember how far they looked, so a peer that
+//! sends one byte at a time costs linear time.
 
 mod body;
 mod encode;
