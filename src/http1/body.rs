@@ -120,7 +120,10 @@ impl BodyDecoder {
             BodyDecoder::Done => Some(Chunk::End),
             BodyDecoder::Length(0) => Some(Chunk::End),
             BodyDecoder::Length(remaining) => take_data(buf, remaining),
-            BodyDecoder::CloseDelimited => take_data(buf, &mut { u64::MAX }),
+            BodyDecoder::CloseDelimited => {
+                let mut unbounded = u64::MAX;
+                take_data(buf, &mut unbounded)
+            }
             BodyDecoder::Chunked(chunked) => chunked.decode(buf)?,
         };
         if event == Some(Chunk::End) {
@@ -428,3 +431,7 @@ fn ext_value(ext: &[u8], mut i: usize) -> Result<usize, FramingError> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "body_tests.rs"]
+mod tests;

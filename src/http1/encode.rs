@@ -243,3 +243,7 @@ pub fn http_date() -> [u8; 29] {
         fresh
     })
 }
+
+#[cfg(test)]
+#[path = "encode_tests.rs"]
+mod tests;

@@ -159,25 +159,48 @@ pub struct RequestHead {
 /// before the request line are consumed (RFC 9112 §2.2). After an error
 /// the contents of `buf` are unspecified: the connection is done.
 ///
-/// Each call scans `buf` from its start, so the cost of a call is bounded
-/// by `max_head_bytes`.
+/// Each call scans `buf` from its start (bounded by `max_head_bytes`); a
+/// driver that calls it after every read of a slowly sent head can keep a
+/// [`HeadScan`] and call [`parse_request_resumed`] instead.
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    skip_empty_lines(buf)?;
-    let mut scan = BlockScan::default();
-    let scanned = scan
+    parse_request_resumed(buf, limits, &mut HeadScan::default())
+}
+
+/// How far [`parse_request_resumed`] has looked into an incomplete head,
+/// so that the next call looks only at the new bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadScan(BlockScan);
+
+/// [`parse_request`], resuming where the last call on this `buf` stopped:
+/// feeding a head byte by byte costs linear time, not quadratic. `buf`
+/// must keep what the last call left and only grow at its end; `scan`
+/// starts as `HeadScan::default()` and is reset by every call that
+/// returns a head or an error.
+pub fn parse_request_resumed(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    scan: &mut HeadScan,
+) -> Result<Option<RequestHead>, HeadError> {
+    if scan.0 == BlockScan::default() {
+        // Nothing scanned yet: the front may still be empty lines.
+        skip_empty_lines(buf)?;
+    }
+    let mut state = std::mem::take(&mut scan.0);
+    let scanned = state
         .scan(buf, limits.max_head_bytes)
         .map_err(|e| HeadError::Malformed(e.reason()))?;
     let Some(end) = scanned else {
         if buf.len() > limits.max_head_bytes {
             return Err(HeadError::HeadTooLarge);
         }
+        scan.0 = state;
         return Ok(None);
     };
     // Lines besides the request line (scan counted every non-empty one).
-    let fields = scan.lines().saturating_sub(1);
+    let fields = state.lines().saturating_sub(1);
     if fields > limits.max_headers {
         return Err(HeadError::TooManyHeaders);
     }
@@ -448,3 +471,7 @@ fn finish(
         upgrade: version == Version::HTTP_11 && conn.upgrade && specials.upgrade_field,
     })
 }
+
+#[cfg(test)]
+#[path = "head_tests.rs"]
+mod tests;

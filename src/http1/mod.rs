@@ -48,7 +48,9 @@
 //! Parsing allocates the `HeaderMap` and the spelling list and nothing
 //! else: values and spellings are zero-copy slices of the read buffer,
 //! httparse's slots live on the stack, and body data is split off the
-//! buffer.
+//! buffer. Incomplete input is never rescanned: [`BodyDecoder`] and
+//! [`parse_request_resumed`] remember how far they looked, so a peer that
+//! sends one byte at a time costs linear time.
 
 mod body;
 mod encode;
@@ -61,4 +63,7 @@ pub use encode::{
     encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, http_date,
     keep_alive_after, response_framing, ResponseFraming, CHUNK_END, CONTINUE,
 };
-pub use head::{parse_request, BodyFraming, HeadError, HeaderCase, Limits, RequestHead};
+pub use head::{
+    parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
+    RequestHead,
+};
