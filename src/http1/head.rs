@@ -169,6 +169,33 @@ pub fn parse_request(
     parse_request_resumed(buf, limits, &mut HeadScan::default())
 }
 
+/// Refuses an incomplete head at once when its first bytes cannot start a
+/// request line (a TLS ClientHello on a cleartext port, binary noise):
+/// the method is a token followed by a space, so the client is not left
+/// waiting for `header_read` to expire. Looks at most at a method's
+/// length.
+fn method_prefix(buf: &[u8]) -> Result<(), HeadError> {
+    // An empty line still arriving (`\r` waiting for its `\n`) comes first.
+    let start = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let line = buf.get(start..).unwrap_or_default();
+    for (i, &b) in line.iter().take(MAX_METHOD_PREFIX).enumerate() {
+        if b == b' ' && i > 0 {
+            return Ok(());
+        }
+        if !super::fields::is_tchar(b) {
+            return Err(HeadError::Malformed("invalid method"));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of an incomplete head checked by [`method_prefix`]; longer
+/// methods are checked when the head is complete.
+const MAX_METHOD_PREFIX: usize = 32;
+
 /// How far [`parse_request_resumed`] has looked into an incomplete head,
 /// so that the next call looks only at the new bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +223,7 @@ pub fn parse_request_resumed(
         if buf.len() > limits.max_head_bytes {
             return Err(HeadError::HeadTooLarge);
         }
+        method_prefix(buf)?;
         scan.0 = state;
         return Ok(None);
     };

@@ -772,3 +772,33 @@ fn resumed_parsing_reports_errors_and_limits_like_one_pass() {
         assert_eq!(got, Some(want));
     }
 }
+
+#[test]
+fn an_incomplete_head_that_cannot_start_a_request_line_is_refused_at_once() {
+    let limits = Limits::default();
+    for garbage in [&b"\x16\x03\x01\x00\x2f\x01"[..], b"\x00\x01", b"GE(T /"] {
+        let mut buf = BytesMut::from(garbage);
+        assert_eq!(
+            parse_request(&mut buf, &limits).map(|h| h.is_some()),
+            Err(HeadError::Malformed("invalid method")),
+            "{garbage:?}"
+        );
+    }
+    let mut buf = BytesMut::from(&b" GET /"[..]);
+    assert!(parse_request(&mut buf, &limits).is_err());
+    // A request line still arriving is just incomplete.
+    for partial in [
+        &b"GE"[..],
+        b"GET",
+        b"GET /a",
+        b"M-SEARCH * HT",
+        b"\r",
+        b"\r\nGE",
+    ] {
+        let mut buf = BytesMut::from(partial);
+        assert_eq!(
+            parse_request(&mut buf, &limits).map(|h| h.is_some()),
+            Ok(false)
+        );
+    }
+}

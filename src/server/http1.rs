@@ -187,8 +187,10 @@ impl<T: Transport> Connection<T> {
     async fn read_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
         let deadline = Instant::now() + self.settings.header_read;
         let mut buf = self.buf.take().unwrap_or_else(buffers::take_read);
+        // Each read's new bytes are scanned once, however slowly they come.
+        let mut scan = codec::HeadScan::default();
         let result = loop {
-            match codec::parse_request(&mut buf, &self.settings.limits) {
+            match codec::parse_request_resumed(&mut buf, &self.settings.limits, &mut scan) {
                 Ok(Some(head)) => break Ok(Some(head)),
                 Err(e) => break Err(ProxyError::Head(e)),
                 Ok(None) => {}
@@ -413,9 +415,9 @@ impl Exchange {
     ) -> After {
         let (mut parts, body) = response.into_parts();
         if let Some(tunnel) = parts.extensions.remove::<Tunnel>() {
-            return write_switching(conn, out, &parts).await.map_or(After::Close, |()| {
-                After::Tunnel(tunnel)
-            });
+            return write_switching(conn, out, &parts)
+                .await
+                .map_or(After::Close, |()| After::Tunnel(tunnel));
         }
         let framing =
             codec::response_framing(&self.method, self.version, parts.status, exact(&body));

@@ -61,8 +61,8 @@ use crate::config::ServerConfig;
 use crate::limits::{ConnectionLimit, ConnectionSlot, RequestLimits};
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{self, Activity, ConnCtx};
-use crate::upstream::body::ClientBody;
 use crate::snapshot::Shared;
+use crate::upstream::body::ClientBody;
 
 /// A listener that could not bind; startup and reload both report it.
 #[derive(Debug, thiserror::Error)]
@@ -623,7 +623,13 @@ mod tests {
         });
         let builders = Arc::new(connection_builders(&server));
         let settings = Arc::clone(&builders.http1);
-        let serve = http1::serve(stream, BytesMut::new(), ctx.clone(), settings, CancellationToken::new());
+        let serve = http1::serve(
+            stream,
+            BytesMut::new(),
+            ctx.clone(),
+            settings,
+            CancellationToken::new(),
+        );
         let serve_size = std::mem::size_of_val(&serve);
         drop(serve);
         let stream = TcpStream::connect(addr).await.unwrap();

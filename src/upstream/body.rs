@@ -50,9 +50,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Hyper(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map_err(ClientBodyError::Read),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::Read),
             ClientBody::Pipe(b) => Pin::new(b).poll_frame(cx),
         }
     }

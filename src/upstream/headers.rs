@@ -143,7 +143,9 @@ pub fn add_forwarded(
     // `Forwarded` passes through, its lines folded into one list too, for
     // endpoints that read only the first line.
     if headers.get_all(header::FORWARDED).iter().nth(1).is_some() {
-        if let Some(v) = joined(headers, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+        if let Some(v) =
+            joined(headers, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok())
+        {
             headers.insert(header::FORWARDED, v);
         }
     }
@@ -306,8 +308,16 @@ mod tests {
             h.append("x-forwarded-for", HeaderValue::from_static(v));
         }
         h.append("forwarded", HeaderValue::from_static("for=1.1.1.1"));
-        h.append("forwarded", HeaderValue::from_static("for=3.3.3.3;proto=https"));
-        add_forwarded(&mut h, &client_ip_value("10.0.0.1".parse().unwrap()), "http", None);
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=3.3.3.3;proto=https"),
+        );
+        add_forwarded(
+            &mut h,
+            &client_ip_value("10.0.0.1".parse().unwrap()),
+            "http",
+            None,
+        );
         let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
         let fwd: Vec<_> = h.get_all("forwarded").iter().collect();
