@@ -185,7 +185,7 @@ impl Body for PipeBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
