@@ -80,6 +80,15 @@ pub enum ProxyError {
         /// hyper's description (part of the message, not a `source`).
         error: hyper::Error,
     },
+    /// The endpoint broke HTTP/1.1 before its response head was complete
+    /// (a malformed or ambiguous head, a close): 502.
+    #[error("upstream {addr} protocol error: {reason}")]
+    UpstreamProtocol {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What was wrong.
+        reason: std::borrow::Cow<'static, str>,
+    },
     /// No response headers within the pool's `response_header` timeout.
     #[error("upstream {addr} sent no response headers within {timeout:?}")]
     ResponseTimeout {
@@ -118,7 +127,9 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -141,6 +152,7 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect_error",
             ProxyError::ConnectTimeout { .. } => "connect_timeout",
             ProxyError::Upstream { .. } => "upstream_error",
+            ProxyError::UpstreamProtocol { .. } => "upstream_protocol_error",
             ProxyError::ResponseTimeout { .. } => "response_timeout",
         }
     }
@@ -164,7 +176,9 @@ impl ProxyError {
             ProxyError::NoRoute => "no route for this host and path".to_owned(),
             ProxyError::NoEndpoint { pool } => format!("no available endpoint in pool `{pool}`"),
             ProxyError::Connect { .. } => "upstream connect error".to_owned(),
-            ProxyError::Upstream { .. } => "upstream protocol error or reset".to_owned(),
+            ProxyError::Upstream { .. } | ProxyError::UpstreamProtocol { .. } => {
+                "upstream protocol error or reset".to_owned()
+            }
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout".to_owned(),
             ProxyError::ResponseTimeout { .. } => "upstream response timeout".to_owned(),
         }

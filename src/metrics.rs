@@ -119,11 +119,16 @@ struct PoolFamilies {
     budget_exhausted: IntCounterVec,
 }
 
+/// The `kind` labels of `weir_upstream_protocol_errors_total`.
+const PROTOCOL_ERROR_KINDS: [&str; 3] = ["head", "body", "stray_bytes"];
+
 /// Attempts to endpoints (`weir_upstream_*`).
 #[derive(Debug)]
 struct UpstreamFamilies {
     requests: IntCounterVec,
     connect_errors: IntCounterVec,
+    protocol_errors: IntCounterVec,
+    stale_retries: IntCounterVec,
     timeouts: IntCounterVec,
     response: HistogramVec,
     picks: IntCounterVec,
@@ -267,6 +272,13 @@ impl Families {
                     .upstream
                     .connect_errors
                     .remove_label_values(&[pool, ep]);
+                for kind in PROTOCOL_ERROR_KINDS {
+                    let _ = self
+                        .upstream
+                        .protocol_errors
+                        .remove_label_values(&[pool, ep, kind]);
+                }
+                let _ = self.upstream.stale_retries.remove_label_values(&[pool, ep]);
                 let _ = self.upstream.response.remove_label_values(&[pool, ep]);
                 let _ = self.upstream.picks.remove_label_values(&[pool, ep]);
                 for reason in EjectionReason::ALL {
@@ -411,6 +423,14 @@ pub struct EndpointMetrics {
     requests: [OnceLock<IntCounter>; 6],
     /// Failed TCP connects.
     pub connect_errors: IntCounter,
+    /// Malformed or ambiguous HTTP/1.1 response heads.
+    pub bad_heads: IntCounter,
+    /// Malformed or cut-short HTTP/1.1 response bodies.
+    pub bad_bodies: IntCounter,
+    /// Bytes after a complete HTTP/1.1 response.
+    pub stray_bytes: IntCounter,
+    /// Requests sent again after a stale pooled connection.
+    pub stale_retries: IntCounter,
     /// Connect timeouts.
     pub connect_timeouts: IntCounter,
     /// Response-header timeouts.
@@ -648,6 +668,18 @@ impl UpstreamFamilies {
                 r,
                 "weir_upstream_connect_errors_total",
                 "Failed TCP connects to an endpoint.",
+                &["pool", "endpoint"],
+            )?,
+            protocol_errors: counter_vec(
+                r,
+                "weir_upstream_protocol_errors_total",
+                "HTTP/1.1 responses an endpoint got wrong: `head` (malformed or ambiguous head, 502), `body` (malformed or cut-short body), `stray_bytes` (bytes after a complete response; the connection was closed).",
+                &["pool", "endpoint", "kind"],
+            )?,
+            stale_retries: counter_vec(
+                r,
+                "weir_upstream_stale_retries_total",
+                "Requests sent again on a fresh connection because the endpoint had closed the reused one before answering.",
                 &["pool", "endpoint"],
             )?,
             timeouts: counter_vec(
@@ -921,6 +953,13 @@ impl Metrics {
                 .upstream
                 .connect_errors
                 .with_label_values(&[pool, endpoint]),
+            bad_heads: f.upstream.protocol_errors.with_label_values(&[pool, endpoint, "head"]),
+            bad_bodies: f.upstream.protocol_errors.with_label_values(&[pool, endpoint, "body"]),
+            stray_bytes: f
+                .upstream
+                .protocol_errors
+                .with_label_values(&[pool, endpoint, "stray_bytes"]),
+            stale_retries: f.upstream.stale_retries.with_label_values(&[pool, endpoint]),
             connect_timeouts: f
                 .upstream
                 .timeouts

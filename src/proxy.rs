@@ -32,7 +32,6 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::{HostHeader, UpstreamProtocol};
@@ -41,9 +40,9 @@ use crate::health::passive::{self, EjectionReason, Outcome, PassivePolicy};
 use crate::metrics::{self, RouteMetrics};
 use crate::retry::{self, Attempt, AttemptResult, RetryDecision, RetryEnv};
 use crate::snapshot::Shared;
-use crate::upstream::body::{ClientBody, Completion, RequestBody, ResponseBody};
+use crate::upstream::body::{ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
 use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
-use crate::upstream::{Backend, Lease, Pool, PooledConn, SendError};
+use crate::upstream::{Backend, Lease, Pool, SendError};
 use host::RawHost;
 
 /// Per-connection context of a traffic listener.
@@ -478,6 +477,7 @@ async fn first_body(
                 headers: parts.headers.clone(),
                 version: parts.version,
                 body: bytes.clone(),
+                case: parts.extensions.get::<crate::http1::HeaderCase>().cloned(),
             };
             (
                 RequestBody::Full((!bytes.is_empty()).then_some(bytes)),
@@ -491,8 +491,7 @@ async fn first_body(
 /// The response an attempt got, with what [`respond`] hands on to the
 /// response body.
 struct Answered {
-    response: Response<Incoming>,
-    conn: Option<PooledConn>,
+    response: Response<UpstreamBody>,
     lease: Lease,
 }
 
@@ -584,8 +583,8 @@ async fn send_once(
 
 /// What one attempt produced.
 enum Exchange {
-    /// A response head (and, for HTTP/1, the connection it came on).
-    Response(Response<Incoming>, Option<PooledConn>),
+    /// A response head (an HTTP/1 body holds the connection it came on).
+    Response(Response<UpstreamBody>),
     /// No response, and the request back when it was provably never sent
     /// (boxed: a rare path, and it would triple the size of every value).
     Failed {
@@ -597,10 +596,10 @@ enum Exchange {
 impl Exchange {
     /// Classifies a send; a failure of the client's body is an error.
     fn from_send(
-        sent: Result<(Response<Incoming>, Option<PooledConn>), SendError>,
+        sent: Result<Response<UpstreamBody>, SendError>,
     ) -> Result<Exchange, ProxyError> {
         match sent {
-            Ok((res, conn)) => Ok(Exchange::Response(res, conn)),
+            Ok(res) => Ok(Exchange::Response(res)),
             Err(SendError { error, unsent }) => match error.blame_client_body() {
                 error @ ProxyError::ClientBody(_) => Err(error),
                 error => Ok(Exchange::Failed {
@@ -614,12 +613,12 @@ impl Exchange {
     /// The outcome as the retry rules see it.
     fn retry_result(&self) -> AttemptResult {
         match self {
-            Exchange::Response(res, _) => AttemptResult::Response(res.status().as_u16()),
+            Exchange::Response(res) => AttemptResult::Response(res.status().as_u16()),
             Exchange::Failed {
                 unsent: Some(_), ..
             } => AttemptResult::NotSent,
             Exchange::Failed {
-                error: ProxyError::Upstream { .. },
+                error: ProxyError::Upstream { .. } | ProxyError::UpstreamProtocol { .. },
                 ..
             } => AttemptResult::Reset,
             Exchange::Failed { .. } => AttemptResult::Failed,
@@ -631,13 +630,15 @@ impl Exchange {
     fn passive_outcome(&self) -> Option<Outcome> {
         let Exchange::Failed { error, .. } = self else {
             return match self {
-                Exchange::Response(res, _) => Some(Outcome::Status(res.status().as_u16())),
+                Exchange::Response(res) => Some(Outcome::Status(res.status().as_u16())),
                 Exchange::Failed { .. } => None,
             };
         };
         match error {
             ProxyError::Connect { .. } => Some(Outcome::ConnectError),
-            ProxyError::Upstream { .. } => Some(Outcome::Reset),
+            ProxyError::Upstream { .. } | ProxyError::UpstreamProtocol { .. } => {
+                Some(Outcome::Reset)
+            }
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 Some(Outcome::Timeout)
             }
@@ -647,7 +648,7 @@ impl Exchange {
 
     fn headers(&self) -> Option<&http::HeaderMap> {
         match self {
-            Exchange::Response(res, _) => Some(res.headers()),
+            Exchange::Response(res) => Some(res.headers()),
             Exchange::Failed { .. } => None,
         }
     }
@@ -655,11 +656,7 @@ impl Exchange {
     /// The outcome as it stands: the response to forward, or the error.
     fn into_answer(self, lease: Lease) -> Result<Answered, ProxyError> {
         match self {
-            Exchange::Response(response, conn) => Ok(Answered {
-                response,
-                conn,
-                lease,
-            }),
+            Exchange::Response(response) => Ok(Answered { response, lease }),
             Exchange::Failed { error, .. } => Err(error),
         }
     }
@@ -676,7 +673,7 @@ impl Exchange {
 impl std::fmt::Display for Exchange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Exchange::Response(res, _) => write!(f, "status {}", res.status().as_u16()),
+            Exchange::Response(res) => write!(f, "status {}", res.status().as_u16()),
             Exchange::Failed { error, .. } => error.fmt(f),
         }
     }
@@ -687,7 +684,7 @@ impl std::fmt::Display for Exchange {
 fn observe(pool: &Pool, backend: &Backend, exchange: &Exchange, rtt: Duration, now: Instant) {
     let em = backend.metrics();
     match exchange {
-        Exchange::Response(res, _) => {
+        Exchange::Response(res) => {
             em.request(metrics::status_class(res.status()));
             if let Some(h) = &em.response_time {
                 h.observe(rtt.as_secs_f64());
@@ -697,6 +694,7 @@ fn observe(pool: &Pool, backend: &Backend, exchange: &Exchange, rtt: Duration, n
             em.request(metrics::CLASS_ERROR);
             match error {
                 ProxyError::Connect { .. } => em.connect_errors.inc(),
+                ProxyError::UpstreamProtocol { .. } => em.bad_heads.inc(),
                 ProxyError::ConnectTimeout { .. } => em.connect_timeouts.inc(),
                 ProxyError::ResponseTimeout { .. } => em.response_timeouts.inc(),
                 _ => {}
@@ -845,22 +843,22 @@ fn respond(
 ) -> Response<ResponseBody> {
     let Answered {
         mut response,
-        conn,
         lease,
     } = answered;
     let tunnel = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     hdr::strip_hop_by_hop(headers, tunnel);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    let (mut parts, body) = response.into_parts();
     if tunnel {
-        let upstream = hyper::upgrade::on(&mut response);
-        let (mut parts, _) = response.into_parts();
-        parts.extensions.insert(Tunnel::new(upstream, lease));
+        if let UpstreamBody::H1(body) = body {
+            if let Some((io, early)) = body.into_tunnel() {
+                parts.extensions.insert(Tunnel::new(io, early, lease));
+            }
+        }
         return Response::from_parts(parts, ResponseBody::full(bytes::Bytes::new()));
     }
-    let (parts, body) = response.into_parts();
-    let conn = conn.map(|c| (c, connect));
-    Response::from_parts(parts, ResponseBody::upstream(body, Some(lease), conn))
+    Response::from_parts(parts, ResponseBody::upstream(body, Some(lease), connect))
 }
 
 /// A copy of the request head and its buffered body, for retries.
@@ -869,6 +867,8 @@ struct Replay {
     headers: http::HeaderMap,
     version: Version,
     body: bytes::Bytes,
+    /// The client's field spellings, for an HTTP/1 endpoint.
+    case: Option<crate::http1::HeaderCase>,
 }
 
 impl Replay {
@@ -879,6 +879,9 @@ impl Replay {
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
         *req.version_mut() = self.version;
+        if let Some(case) = &self.case {
+            req.extensions_mut().insert(case.clone());
+        }
         req
     }
 }
@@ -919,7 +922,15 @@ async fn replayable_body(
 /// lifetime, so a WebSocket counts as in flight. (Cloneable only because
 /// response extensions must be; the first `take` wins.)
 #[derive(Clone)]
-pub struct Tunnel(Arc<std::sync::Mutex<Option<(hyper::upgrade::OnUpgrade, Lease)>>>);
+pub struct Tunnel(Arc<std::sync::Mutex<Option<Upgraded>>>);
+
+/// The endpoint's side of an upgrade: its socket, what it sent behind the
+/// `101` head, and the lease that keeps it counted.
+struct Upgraded {
+    io: crate::tls::upstream::MaybeTls,
+    early: bytes::Bytes,
+    lease: Lease,
+}
 
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -928,31 +939,29 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    fn new(upstream: hyper::upgrade::OnUpgrade, lease: Lease) -> Self {
-        Tunnel(Arc::new(std::sync::Mutex::new(Some((upstream, lease)))))
+    fn new(io: crate::tls::upstream::MaybeTls, early: bytes::Bytes, lease: Lease) -> Self {
+        Tunnel(Arc::new(std::sync::Mutex::new(Some(Upgraded { io, early, lease }))))
     }
 
     /// Copies bytes both ways between the client connection and the
-    /// upgraded upstream connection until either side closes. `early` are
-    /// client bytes that arrived behind the request head.
+    /// endpoint's until either side closes. `early` are client bytes that
+    /// arrived behind the request head.
     pub async fn run<C>(self, mut client: C, early: bytes::Bytes)
     where
         C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         use tokio::io::AsyncWriteExt;
         let taken = self.0.lock().ok().and_then(|mut t| t.take());
-        let Some((upstream, lease)) = taken else {
+        let Some(Upgraded {
+            io: mut upstream,
+            early: from_upstream,
+            lease,
+        }) = taken
+        else {
             return;
         };
-        let upstream = match upstream.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
         let copied = async {
+            client.write_all(&from_upstream).await?;
             upstream.write_all(&early).await?;
             tokio::io::copy_bidirectional(&mut client, &mut upstream).await
         };

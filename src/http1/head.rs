@@ -343,11 +343,11 @@ fn is_http_scheme(target: &[u8]) -> bool {
 /// What the framing and routing fields said, gathered while the fields
 /// are copied into the map.
 #[derive(Default)]
-struct Specials {
+pub(super) struct Specials {
     hosts: usize,
-    content_length: Option<u64>,
+    pub(super) content_length: Option<u64>,
     transfer_encodings: usize,
-    connection: ConnectionTokens,
+    pub(super) connection: ConnectionTokens,
     expect_continue: bool,
     upgrade_field: bool,
 }
@@ -422,7 +422,7 @@ fn build_head(head: &Bytes, fields: usize) -> Result<RequestHead, HeadError> {
 
 /// Copies the parsed fields into a map (values zero-copy) and records
 /// their spellings and what the special ones say.
-fn collect_fields(
+pub(super) fn collect_fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {

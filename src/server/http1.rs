@@ -56,6 +56,7 @@ use crate::proxy::{self, ConnCtx, Tunnel};
 use crate::upstream::body::{ClientBody, ResponseBody};
 use crate::upstream::headers as hdr;
 use crate::upstream::pipe::{pipe, PipeSender};
+use crate::upstream::wire::{poll_out, BodyWriter, Outgoing};
 
 /// A byte stream the driver can wait on without holding a buffer.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
@@ -98,9 +99,6 @@ pub struct Settings {
 /// How long a refused connection's further input is read and discarded.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Body frames up to this size are copied into the write buffer (one
-/// write with the head); larger ones are written from their own memory.
-const COALESCE: usize = 16 * 1024;
 
 /// Serves HTTP/1.1 on `io` until the connection closes. `early` holds bytes
 /// already read from it (protocol detection), usually none.
@@ -389,7 +387,7 @@ impl Exchange {
         match &mut self.feed {
             Some(feed) if !feed.done() => {
                 feed.poll(&mut conn.io, buf, out, cx);
-                if poll_out(&mut conn.io, out, None, cx).is_ready_err() {
+                if matches!(poll_out(&mut conn.io, out, None, cx), Poll::Ready(Err(_))) {
                     return Poll::Ready(None);
                 }
             }
@@ -435,46 +433,37 @@ impl Exchange {
             &date,
             out,
         );
-        let mut writer = BodyWriter::new(body, framing);
-        let written = poll_fn(|cx| self.poll_write_response(conn, out, &mut writer, cx)).await;
+        // A final response is on its way: `100 Continue` may not follow.
+        if let Some(feed) = self.feed.as_mut() {
+            feed.continue_pending = false;
+        }
+        let chunked = framing == ResponseFraming::Chunked;
+        let empty = framing == ResponseFraming::NoBody;
+        let writer = BodyWriter::new(body, chunked, empty);
+        let mut outgoing = Outgoing::new(std::mem::take(out), writer);
+        let written = poll_fn(|cx| self.poll_write_response(conn, &mut outgoing, cx)).await;
+        *out = outgoing.into_out();
         let body_read = self.feed.as_ref().is_none_or(Feed::complete);
-        if written.is_ok() && keep && body_read && !conn.drain.is_cancelled() {
+        if written && keep && body_read && !conn.drain.is_cancelled() {
             After::KeepAlive
         } else {
             After::Close
         }
     }
 
+    /// Writes the response while the request body keeps flowing; `false`
+    /// when the response was cut short (socket or body failure).
     fn poll_write_response<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,
-        out: &mut Vec<u8>,
-        writer: &mut BodyWriter,
+        outgoing: &mut Outgoing<ResponseBody>,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if let Some(feed) = self.feed.as_mut().filter(|f| !f.done()) {
-                let buf = conn.buf.get_or_insert_with(buffers::take_read);
-                feed.poll(&mut conn.io, buf, out, cx);
-            }
-            let filled = writer.poll_fill(out, cx)?;
-            match poll_out(&mut conn.io, out, writer.large.as_mut(), cx) {
-                Poll::Ready(Ok(())) => writer.large = None,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            if writer.finished {
-                return Pin::new(&mut conn.io).poll_flush(cx);
-            }
-            if filled.is_pending() {
-                // Everything written; wait for the body. A TLS stream may
-                // hold written bytes until flushed.
-                return match Pin::new(&mut conn.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => Poll::Pending,
-                    other => other,
-                };
-            }
+    ) -> Poll<bool> {
+        if let Some(feed) = self.feed.as_mut().filter(|f| !f.done()) {
+            let buf = conn.buf.get_or_insert_with(buffers::take_read);
+            feed.poll(&mut conn.io, buf, &mut outgoing.out, cx);
         }
+        outgoing.poll_send(&mut conn.io, cx).map(|r| r.is_ok())
     }
 }
 
@@ -674,121 +663,4 @@ fn watch_close<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, cx: &mut Co
         tokio_util::io::poll_read_buf(Pin::new(io), cx, buf),
         Poll::Ready(Ok(0)) | Poll::Ready(Err(_))
     )
-}
-
-trait ReadyErr {
-    fn is_ready_err(&self) -> bool;
-}
-
-impl ReadyErr for Poll<io::Result<()>> {
-    fn is_ready_err(&self) -> bool {
-        matches!(self, Poll::Ready(Err(_)))
-    }
-}
-
-/// Writes `out` (then `large`, if given) to `io`; ready when both are
-/// written. Written bytes are removed from `out`.
-fn poll_out<T: AsyncWrite + Unpin>(
-    io: &mut T,
-    out: &mut Vec<u8>,
-    mut large: Option<&mut Bytes>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        let pending_large = large.as_ref().map_or(0, |l| l.len());
-        if out.is_empty() && pending_large == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        let slices = [
-            io::IoSlice::new(out),
-            io::IoSlice::new(large.as_ref().map_or(&[][..], |l| &l[..])),
-        ];
-        let n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => n,
-        };
-        let from_out = n.min(out.len());
-        out.drain(..from_out);
-        if let Some(l) = large.as_mut() {
-            let rest = n - from_out;
-            bytes::Buf::advance(*l, rest.min(l.len()));
-        }
-    }
-}
-
-/// Streams a response body into the write buffer with its framing.
-struct BodyWriter {
-    body: ResponseBody,
-    framing: ResponseFraming,
-    /// A large data frame written from its own memory after `out`.
-    large: Option<Bytes>,
-    /// For chunked framing: the chunk's closing CRLF is due after `large`.
-    finished: bool,
-}
-
-impl BodyWriter {
-    fn new(body: ResponseBody, framing: ResponseFraming) -> Self {
-        BodyWriter {
-            body,
-            framing,
-            large: None,
-            finished: matches!(framing, ResponseFraming::NoBody),
-        }
-    }
-
-    /// Appends what the body has ready to `out`, until `out` is full
-    /// enough to write or a large frame is pending. `Ready(Ok)` when there
-    /// is something to write or the body ended; `Pending` when the body
-    /// has nothing now; `Err` when the body failed (the response must be
-    /// cut short, so the client sees it incomplete).
-    fn poll_fill(&mut self, out: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.finished && self.large.is_none() && out.len() < COALESCE {
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    self.end(None, out);
-                    break;
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            match frame.into_data() {
-                Ok(data) => self.data(data, out),
-                Err(frame) => {
-                    let trailers = frame.into_trailers().ok();
-                    self.end(trailers.as_ref(), out);
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn data(&mut self, data: Bytes, out: &mut Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        let chunked = self.framing == ResponseFraming::Chunked;
-        if chunked {
-            codec::encode_chunk_header(data.len(), out);
-        }
-        if data.len() <= COALESCE || chunked {
-            // Chunked data is copied: its closing CRLF must follow it, and
-            // `out` is the only queue that keeps that order.
-            out.extend_from_slice(&data);
-            if chunked {
-                out.extend_from_slice(codec::CHUNK_END);
-            }
-        } else {
-            self.large = Some(data);
-        }
-    }
-
-    fn end(&mut self, trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
-        if self.framing == ResponseFraming::Chunked {
-            codec::encode_last_chunk(trailers, out);
-        }
-        self.finished = true;
-    }
 }

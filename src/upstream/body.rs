@@ -25,7 +25,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pipe::PipeBody;
-use super::{Lease, PooledConn};
+use super::h1::H1Body;
+use super::{ConnectSettings, Lease};
 use crate::limits::Progress;
 
 /// The client's request body as a connection driver delivers it: hyper's
@@ -83,6 +84,15 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// A copy to send again, for a body held in memory (`None` for a
+    /// streamed one, which can be sent only once).
+    pub fn replayable(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Full(b) => Some(RequestBody::Full(b.clone())),
+            RequestBody::Incoming(..) => None,
+        }
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         RequestBody::Full(None)
@@ -150,7 +160,8 @@ pub struct ResponseBody {
     bytes: u64,
     done: bool,
     lease: Option<Lease>,
-    conn: Option<(PooledConn, super::ConnectSettings)>,
+    /// The pool's settings, to give an HTTP/1 connection back with.
+    settings: Option<ConnectSettings>,
     completion: Option<Box<dyn Completion>>,
     progress: Option<Progress>,
     /// Bytes moved since `progress` was last stamped with a time.
@@ -158,8 +169,50 @@ pub struct ResponseBody {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
+}
+
+/// A failed body, whichever side it came from.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An endpoint's response body: hyper's for HTTP/2 pools, weir's own for
+/// HTTP/1.1 pools.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// From an HTTP/2 connection.
+    H2(Incoming),
+    /// From an HTTP/1.1 connection, which it holds.
+    H1(H1Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H2(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H2(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -178,15 +231,13 @@ impl ResponseBody {
         ResponseBody::new(Inner::Full((!data.is_empty()).then_some(data)))
     }
 
-    /// An upstream body. `lease` and `conn` are released when it ends.
-    pub fn upstream(
-        body: Incoming,
-        lease: Option<Lease>,
-        conn: Option<(PooledConn, super::ConnectSettings)>,
-    ) -> Self {
+    /// An upstream body. The lease is released when it ends, and an
+    /// HTTP/1 connection goes back to the pool (with `settings`) if the
+    /// exchange left it fit for reuse.
+    pub fn upstream(body: UpstreamBody, lease: Option<Lease>, settings: ConnectSettings) -> Self {
         let mut b = ResponseBody::new(Inner::Upstream(body));
         b.lease = lease;
-        b.conn = conn;
+        b.settings = Some(settings);
         b
     }
 
@@ -196,7 +247,7 @@ impl ResponseBody {
             bytes: 0,
             done: false,
             lease: None,
-            conn: None,
+            settings: None,
             completion: None,
             progress: None,
             moving: false,
@@ -238,14 +289,11 @@ impl ResponseBody {
         }
         self.done = true;
         self.settle();
-        if complete {
-            if let (Some((conn, settings)), Some(lease)) = (self.conn.take(), self.lease.as_ref()) {
-                lease.backend().conns().release(conn, &settings);
-            }
+        if let (Inner::Upstream(UpstreamBody::H1(body)), Some(lease)) = (&mut self.inner, &self.lease) {
+            give_back(body, lease, self.settings.as_ref(), complete);
         }
         // Dropping an unfinished HTTP/1 connection closes it: its framing
         // is unknown, so it must not be reused.
-        self.conn = None;
         self.lease = None;
         if let Some(c) = self.completion.take() {
             c.finish(complete, self.bytes);
@@ -253,14 +301,29 @@ impl ResponseBody {
     }
 }
 
+/// Returns an HTTP/1 connection to its pool when its response ended
+/// cleanly and it is fit for reuse; counts bytes an endpoint sent after a
+/// complete response (the connection is closed for them).
+fn give_back(body: &mut H1Body, lease: &Lease, settings: Option<&ConnectSettings>, complete: bool) {
+    if body.stray_bytes() {
+        lease.backend().metrics().stray_bytes.inc();
+    }
+    if !complete {
+        return;
+    }
+    if let (Some(conn), Some(settings)) = (body.take_reusable(), settings) {
+        lease.backend().conns().release(conn, settings);
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),

@@ -1,19 +1,21 @@
 //! Connections to one endpoint: connect, keep alive, reuse.
 //!
-//! weir drives hyper's low-level `client::conn` API instead of the legacy
-//! pooled `Client` because the proxy needs to choose the endpoint itself
-//! (the selector already did) while sending the client's `Host`/`:authority`
-//! unchanged, and to know whether a failed request was ever written (so it
-//! can be retried on a fresh connection without risk).
+//! The proxy chooses the endpoint itself (the selector already did) and
+//! sends the client's `Host`/`:authority` unchanged, so connections are
+//! pooled per endpoint here rather than by a generic client.
 //!
-//! HTTP/1.1: a LIFO stack of idle connections per endpoint. A connection is
-//! checked out for one request and returned when the response body has been
-//! read to the end; a body dropped early closes the connection, because its
+//! HTTP/1.1 speaks weir's own client ([`super::h1`], on the
+//! [`crate::http1`] codec): a LIFO stack of idle connections per endpoint,
+//! each just a socket. A connection is checked out for one request, checked
+//! cheaply before reuse, and returned when the response body has been read
+//! to the end; a body dropped early closes the connection, because its
 //! framing is no longer known. LIFO keeps the hottest connections warm and
-//! lets the cold ones age out at the idle timeout.
+//! lets the cold ones age out at the idle timeout. The request head is
+//! encoded once, straight from the rewritten head, with the client's field
+//! spelling.
 //!
-//! HTTP/2 (h2c prior knowledge, or h2 over TLS): one multiplexed connection
-//! per endpoint, reopened when it closes.
+//! HTTP/2 (h2c prior knowledge, or h2 over TLS): hyper's client, one
+//! multiplexed connection per endpoint, reopened when it closes.
 //!
 //! A pool with `tls:` runs a TLS handshake (see `crate::tls::upstream`) on every new
 //! connection, within the connect timeout's own budget; a failed handshake
@@ -23,9 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
+use http_body::Body as _;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -33,7 +36,9 @@ use tokio::time::Instant;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::tls::upstream::{MaybeTls, UpstreamTls};
-use crate::upstream::body::RequestBody;
+use crate::http1 as codec;
+use crate::upstream::body::{RequestBody, UpstreamBody};
+use crate::upstream::h1::{self, Failure, H1Conn};
 
 /// Connect and keep-alive settings of a pool.
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +55,7 @@ pub struct ConnectSettings {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -61,6 +66,9 @@ pub(crate) struct ConnPool {
     protocol: UpstreamProtocol,
     tls: Option<UpstreamTls>,
     idle: Mutex<Vec<Idle>>,
+    /// Reused connections the endpoint had closed, whose request went
+    /// again on a fresh one.
+    stale_retries: prometheus::IntCounter,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     // Serialises h2 connection setup so a burst after a disconnect opens
     // one connection, not one per request.
@@ -85,24 +93,19 @@ impl From<ProxyError> for SendError {
     }
 }
 
-/// An HTTP/1 connection lent to one request; give it back with
-/// `ConnPool::release` once the response body has ended.
-#[derive(Debug)]
-pub struct PooledConn {
-    sender: http1::SendRequest<RequestBody>,
-}
-
 impl ConnPool {
     pub(crate) fn new(
         addr: SocketAddr,
         protocol: UpstreamProtocol,
         tls: Option<UpstreamTls>,
+        stale_retries: prometheus::IntCounter,
     ) -> Self {
         ConnPool {
             addr,
             protocol,
             tls,
             idle: Mutex::new(Vec::new()),
+            stale_retries,
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
         }
@@ -129,19 +132,19 @@ impl ConnPool {
     }
 
     /// Sends `req` to this endpoint and waits for the response headers
-    /// (bounded by the response-header timeout). For HTTP/1 the connection
-    /// comes back with the response, to be released when its body ends.
+    /// (bounded by the response-header timeout). An HTTP/1 response's body
+    /// holds the connection until it ends.
     ///
     /// On failure, [`SendError::unsent`] gives the request back when it was
-    /// provably never written (connect failure, connection closed before
-    /// the request went out), which makes it safe to retry for any method.
+    /// provably never written (connect failure), which makes it safe to
+    /// retry for any method on another endpoint.
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
         settings: &ConnectSettings,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         match self.protocol {
-            UpstreamProtocol::H2c => Ok((self.send_h2(req, settings).await?, None)),
+            UpstreamProtocol::H2c => Ok(self.send_h2(req, settings).await?.map(UpstreamBody::H2)),
             UpstreamProtocol::Http1 => self.send_h1(req, settings).await,
         }
     }
@@ -152,7 +155,7 @@ impl ConnPool {
         &self,
         req: Request<RequestBody>,
         settings: &ConnectSettings,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
         // Connecting is rare and its future is large: boxed, so the
         // per-request future (kept for the whole life of each client
         // connection by hyper) stays small.
@@ -186,49 +189,47 @@ impl ConnPool {
     }
 
     /// [`send`](Self::send) over an idle pooled HTTP/1 connection, or a new
-    /// one; the connection is returned with the response.
+    /// one. A reused connection the endpoint had closed before answering
+    /// (nothing came back, no body consumed) gets the request once more on
+    /// a fresh connection, whatever the method: it never reached the
+    /// endpoint.
     async fn send_h1(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         settings: &ConnectSettings,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
-        // A pooled connection may have been closed by the endpoint just as
-        // we picked it. If hyper hands the request back unsent, try the
-        // next idle one, and finally a fresh one.
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (mut parts, mut body) = req.into_parts();
+        let framing = request_framing(&mut parts.headers, &body);
+        let mut head = Vec::with_capacity(512);
+        let case = parts.extensions.get::<codec::HeaderCase>();
+        codec::encode_request_head(&parts.method, &parts.uri, Version::HTTP_11, &parts.headers, case, &mut head);
+        let limits = codec::Limits::default();
+        let deadline = Instant::now() + settings.response_header_timeout;
+        let mut fresh_only = false;
         loop {
-            let (mut sender, reused) = match self.pop_idle(settings) {
-                Some(s) => (s, true),
-                // Boxed for the same reason as the h2 connect.
-                None => match Box::pin(self.connect_h1(settings)).await {
-                    Ok(s) => (s, false),
+            let pooled = if fresh_only { None } else { self.pop_idle(settings) };
+            let conn = match pooled {
+                Some(c) => c,
+                // Boxed: connecting is rare and its future large.
+                None => match Box::pin(self.connect(settings)).await {
+                    Ok(io) => H1Conn::new(io),
                     Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(req),
-                        })
+                        let unsent = Some(Request::from_parts(parts, body));
+                        return Err(SendError { error, unsent });
                     }
                 },
             };
-            if reused && sender.ready().await.is_err() {
-                continue;
-            }
-            let fut = sender.try_send_request(req);
-            let res = tokio::time::timeout(settings.response_header_timeout, fut).await;
-            match res {
+            let bytes = if conn.is_reused() { head.clone() } else { std::mem::take(&mut head) };
+            let sent = h1::exchange(conn, bytes, body, framing, &parts.method, &limits, self.addr);
+            match tokio::time::timeout_at(deadline, sent).await {
                 Err(_) => return Err(self.response_timeout(settings).into()),
-                Ok(Ok(res)) => return Ok((res, Some(PooledConn { sender }))),
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    unsent => {
-                        return Err(SendError {
-                            error: ProxyError::Upstream {
-                                addr: self.addr,
-                                error: e.into_error(),
-                            },
-                            unsent,
-                        })
-                    }
-                },
+                Ok(Ok(res)) => return Ok(res.map(UpstreamBody::H1)),
+                Ok(Err(Failure::Stale(again))) => {
+                    self.stale_retries.inc();
+                    body = again;
+                    fresh_only = true;
+                }
+                Ok(Err(Failure::Error(error))) => return Err(error.into()),
             }
         }
     }
@@ -241,8 +242,8 @@ impl ConnPool {
     }
 
     /// Returns a connection whose response was read to the end.
-    pub(crate) fn release(&self, conn: PooledConn, settings: &ConnectSettings) {
-        if conn.sender.is_closed() || settings.max_idle == 0 {
+    pub(crate) fn release(&self, conn: H1Conn, settings: &ConnectSettings) {
+        if settings.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -255,10 +256,7 @@ impl ConnPool {
             // closed by the endpoint's own keep-alive timeout.
             idle.remove(0);
         }
-        idle.push(Idle {
-            sender: conn.sender,
-            since: now,
-        });
+        idle.push(Idle { conn, since: now });
     }
 
     pub(crate) fn sweep(&self, settings: &ConnectSettings) {
@@ -267,13 +265,13 @@ impl ConnPool {
         }
     }
 
-    fn pop_idle(&self, settings: &ConnectSettings) -> Option<http1::SendRequest<RequestBody>> {
+    /// The newest idle connection that is young enough and still open.
+    fn pop_idle(&self, settings: &ConnectSettings) -> Option<H1Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
-            if now.duration_since(entry.since) < settings.idle_timeout && !entry.sender.is_closed()
-            {
-                return Some(entry.sender);
+            if now.duration_since(entry.since) < settings.idle_timeout && entry.conn.still_open() {
+                return Some(entry.conn);
             }
         }
         None
@@ -324,28 +322,6 @@ impl ConnPool {
         Ok(stream)
     }
 
-    async fn connect_h1(
-        &self,
-        settings: &ConnectSettings,
-    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let stream = self.connect(settings).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| ProxyError::Upstream {
-                addr: self.addr,
-                error,
-            })?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            // with_upgrades: a 101 response hands the socket to the tunnel.
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
     async fn h2_sender(
         &self,
         settings: &ConnectSettings,
@@ -386,5 +362,24 @@ impl ConnPool {
 }
 
 fn prune(idle: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) {
-    idle.retain(|e| now.duration_since(e.since) < idle_timeout && !e.sender.is_closed());
+    idle.retain(|e| now.duration_since(e.since) < idle_timeout);
+}
+
+/// Sets the request's framing fields from its body: a known length goes as
+/// `Content-Length` (none for an empty body that declared none), anything
+/// else chunked. Returns `(chunked, empty)`.
+fn request_framing(headers: &mut HeaderMap, body: &RequestBody) -> (bool, bool) {
+    headers.remove(TRANSFER_ENCODING);
+    match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => (false, true),
+        Some(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            (false, n == 0)
+        }
+        None => {
+            headers.remove(CONTENT_LENGTH);
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            (true, false)
+        }
+    }
 }

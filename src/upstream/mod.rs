@@ -14,9 +14,11 @@
 mod admission;
 pub mod body;
 mod client;
+pub mod h1;
 pub mod endpoints;
 pub mod headers;
 pub mod pipe;
+pub mod wire;
 mod pool;
 
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use crate::config::UpstreamProtocol;
 use crate::health::{HealthCell, Probed};
 use crate::metrics::EndpointMetrics;
 
-pub use client::{ConnectSettings, PooledConn, SendError};
+pub use client::{ConnectSettings, SendError};
 pub use pool::{BackendSet, Pool, PoolSettings};
 
 /// One endpoint of a pool.
@@ -57,7 +59,7 @@ impl Backend {
             addr,
             weight: weight.max(1),
             load: EndpointLoad::default(),
-            conns: client::ConnPool::new(addr, protocol, tls),
+            conns: client::ConnPool::new(addr, protocol, tls, metrics.stale_retries.clone()),
             metrics,
             health: HealthCell::new(),
         }
