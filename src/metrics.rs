@@ -135,6 +135,30 @@ struct UpstreamFamilies {
     ejections: IntCounterVec,
 }
 
+impl UpstreamFamilies {
+    /// Drops every `weir_upstream_*` series of one endpoint.
+    fn remove_endpoint(&self, pool: &str, ep: &str) {
+        for c in CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, ep, c]);
+        }
+        for phase in ["connect", "response"] {
+            let _ = self.timeouts.remove_label_values(&[pool, ep, phase]);
+        }
+        let _ = self.connect_errors.remove_label_values(&[pool, ep]);
+        for kind in PROTOCOL_ERROR_KINDS {
+            let _ = self.protocol_errors.remove_label_values(&[pool, ep, kind]);
+        }
+        let _ = self.stale_retries.remove_label_values(&[pool, ep]);
+        let _ = self.response.remove_label_values(&[pool, ep]);
+        let _ = self.picks.remove_label_values(&[pool, ep]);
+        for reason in EjectionReason::ALL {
+            let _ = self
+                .ejections
+                .remove_label_values(&[pool, ep, reason.as_str()]);
+        }
+    }
+}
+
 /// Active health checking (`weir_health_*`).
 #[derive(Debug)]
 struct HealthFamilies {
@@ -259,34 +283,7 @@ impl Families {
                     .remove_label_values(&[pool, source]);
             }
             SeriesKey::Endpoint(pool, ep) => {
-                for c in CLASSES {
-                    let _ = self.upstream.requests.remove_label_values(&[pool, ep, c]);
-                }
-                for phase in ["connect", "response"] {
-                    let _ = self
-                        .upstream
-                        .timeouts
-                        .remove_label_values(&[pool, ep, phase]);
-                }
-                let _ = self
-                    .upstream
-                    .connect_errors
-                    .remove_label_values(&[pool, ep]);
-                for kind in PROTOCOL_ERROR_KINDS {
-                    let _ = self
-                        .upstream
-                        .protocol_errors
-                        .remove_label_values(&[pool, ep, kind]);
-                }
-                let _ = self.upstream.stale_retries.remove_label_values(&[pool, ep]);
-                let _ = self.upstream.response.remove_label_values(&[pool, ep]);
-                let _ = self.upstream.picks.remove_label_values(&[pool, ep]);
-                for reason in EjectionReason::ALL {
-                    let _ =
-                        self.upstream
-                            .ejections
-                            .remove_label_values(&[pool, ep, reason.as_str()]);
-                }
+                self.upstream.remove_endpoint(pool, ep);
                 for to in ["healthy", "unhealthy"] {
                     let _ = self.health.transitions.remove_label_values(&[pool, ep, to]);
                 }
@@ -953,13 +950,23 @@ impl Metrics {
                 .upstream
                 .connect_errors
                 .with_label_values(&[pool, endpoint]),
-            bad_heads: f.upstream.protocol_errors.with_label_values(&[pool, endpoint, "head"]),
-            bad_bodies: f.upstream.protocol_errors.with_label_values(&[pool, endpoint, "body"]),
-            stray_bytes: f
+            bad_heads: f
                 .upstream
                 .protocol_errors
-                .with_label_values(&[pool, endpoint, "stray_bytes"]),
-            stale_retries: f.upstream.stale_retries.with_label_values(&[pool, endpoint]),
+                .with_label_values(&[pool, endpoint, "head"]),
+            bad_bodies: f
+                .upstream
+                .protocol_errors
+                .with_label_values(&[pool, endpoint, "body"]),
+            stray_bytes: f.upstream.protocol_errors.with_label_values(&[
+                pool,
+                endpoint,
+                "stray_bytes",
+            ]),
+            stale_retries: f
+                .upstream
+                .stale_retries
+                .with_label_values(&[pool, endpoint]),
             connect_timeouts: f
                 .upstream
                 .timeouts

@@ -595,9 +595,7 @@ enum Exchange {
 
 impl Exchange {
     /// Classifies a send; a failure of the client's body is an error.
-    fn from_send(
-        sent: Result<Response<UpstreamBody>, SendError>,
-    ) -> Result<Exchange, ProxyError> {
+    fn from_send(sent: Result<Response<UpstreamBody>, SendError>) -> Result<Exchange, ProxyError> {
         match sent {
             Ok(res) => Ok(Exchange::Response(res)),
             Err(SendError { error, unsent }) => match error.blame_client_body() {
@@ -940,7 +938,11 @@ impl std::fmt::Debug for Tunnel {
 
 impl Tunnel {
     fn new(io: crate::tls::upstream::MaybeTls, early: bytes::Bytes, lease: Lease) -> Self {
-        Tunnel(Arc::new(std::sync::Mutex::new(Some(Upgraded { io, early, lease }))))
+        Tunnel(Arc::new(std::sync::Mutex::new(Some(Upgraded {
+            io,
+            early,
+            lease,
+        }))))
     }
 
     /// Copies bytes both ways between the client connection and the

@@ -387,11 +387,20 @@ async fn upstream_reset_mid_body_is_an_error_for_the_client_not_a_short_success(
     });
     let weir = start(&simple_config(&[be], "")).await;
     let addr = weir.listener_addr("main").unwrap();
-    for c in [client(), h2c_client()] {
-        let res = c.request(get(addr, "x", "/")).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let body = res.into_body().collect().await;
-        assert!(body.is_err(), "truncated body must surface as an error");
+    let res = client().request(get(addr, "x", "/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await;
+    assert!(body.is_err(), "truncated body must surface as an error");
+    // HTTP/2: the stream is reset. The reset may reach the client before
+    // it has read the response head (both leave weir back to back); either
+    // way the client sees an error, never a complete response.
+    match h2c_client().request(get(addr, "x", "/")).await {
+        Err(_) => {}
+        Ok(res) => {
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = res.into_body().collect().await;
+            assert!(body.is_err(), "truncated body must surface as an error");
+        }
     }
 }
 

@@ -64,8 +64,8 @@ pub use encode::{
     encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, http_date,
     keep_alive_after, response_framing, ResponseFraming, CHUNK_END, CONTINUE,
 };
-pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};
 pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
     RequestHead,
 };
+pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};

@@ -170,7 +170,10 @@ fn status_line(line: &[u8]) -> Result<(Version, StatusCode, &[u8]), ResponseErro
         Some(b' ') => line.get(13..).unwrap_or_default(),
         Some(_) => return Err(BAD),
     };
-    if !reason.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+    if !reason
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    {
         return Err(ResponseError::Malformed("invalid reason phrase"));
     }
     let status = StatusCode::from_bytes(code).map_err(|_| BAD)?;
@@ -186,19 +189,22 @@ fn build(head: &Bytes, fields: usize, method: &Method) -> Result<ResponseHead, R
     let (version, status, reason) = status_line(head.get(..line_end).unwrap_or_default())?;
     let reason = fields::sub_bytes(head, reason).unwrap_or_default();
     let block = head.get(line_end + 2..).unwrap_or_default();
-    let (headers, case, specials) = with_header_slots(fields, |slots| {
-        match httparse::parse_headers(block, slots) {
-            Ok(httparse::Status::Complete((_, parsed))) => {
-                collect_fields(head, parsed).map_err(ResponseError::from)
+    let (headers, case, specials) =
+        with_header_slots(fields, |slots| {
+            match httparse::parse_headers(block, slots) {
+                Ok(httparse::Status::Complete((_, parsed))) => {
+                    collect_fields(head, parsed).map_err(ResponseError::from)
+                }
+                Ok(httparse::Status::Partial) => {
+                    Err(ResponseError::Malformed("incomplete field section"))
+                }
+                Err(httparse::Error::TooManyHeaders) => Err(ResponseError::TooManyHeaders),
+                Err(httparse::Error::HeaderName) => {
+                    Err(ResponseError::Malformed("invalid field name"))
+                }
+                Err(_) => Err(ResponseError::Malformed("invalid field value")),
             }
-            Ok(httparse::Status::Partial) => {
-                Err(ResponseError::Malformed("incomplete field section"))
-            }
-            Err(httparse::Error::TooManyHeaders) => Err(ResponseError::TooManyHeaders),
-            Err(httparse::Error::HeaderName) => Err(ResponseError::Malformed("invalid field name")),
-            Err(_) => Err(ResponseError::Malformed("invalid field value")),
-        }
-    })?;
+        })?;
     let body = framing(method, status, &headers, specials.content_length)?;
     let conn = specials.connection;
     let keep_alive = !conn.close

@@ -9,7 +9,12 @@ use super::*;
 
 fn parse_for(method: &Method, raw: &[u8]) -> Result<Option<ResponseHead>, ResponseError> {
     let mut buf = BytesMut::from(raw);
-    parse_response(&mut buf, &Limits::default(), method, &mut ResponseScan::default())
+    parse_response(
+        &mut buf,
+        &Limits::default(),
+        method,
+        &mut ResponseScan::default(),
+    )
 }
 
 fn ok(raw: &[u8]) -> ResponseHead {
@@ -114,7 +119,8 @@ fn heads_over_the_limits_are_refused() {
         ..Limits::default()
     };
     let mut scan = ResponseScan::default();
-    let mut big = BytesMut::from(&[b"HTTP/1.1 200 OK\r\nX-A: ".as_slice(), &[b'a'; 80]][..].concat()[..]);
+    let mut big =
+        BytesMut::from(&[b"HTTP/1.1 200 OK\r\nX-A: ".as_slice(), &[b'a'; 80]][..].concat()[..]);
     assert_eq!(
         parse_response(&mut big, &limits, &Method::GET, &mut scan).unwrap_err(),
         ResponseError::HeadTooLarge
@@ -130,19 +136,37 @@ fn heads_over_the_limits_are_refused() {
 #[test]
 fn framing_follows_rfc9112_section_6_3_in_order() {
     let with_len = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-    assert_eq!(parse_for(&Method::HEAD, with_len).unwrap().unwrap().body, UpstreamFraming::NoBody);
-    assert_eq!(ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").body, UpstreamFraming::NoBody);
-    assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n").body, UpstreamFraming::NoBody);
-    assert_eq!(ok(b"HTTP/1.1 100 Continue\r\n\r\n").body, UpstreamFraming::NoBody);
+    assert_eq!(
+        parse_for(&Method::HEAD, with_len).unwrap().unwrap().body,
+        UpstreamFraming::NoBody
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").body,
+        UpstreamFraming::NoBody
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 204 No Content\r\n\r\n").body,
+        UpstreamFraming::NoBody
+    );
+    assert_eq!(
+        ok(b"HTTP/1.1 100 Continue\r\n\r\n").body,
+        UpstreamFraming::NoBody
+    );
     assert_eq!(
         ok(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").body,
         UpstreamFraming::Tunnel
     );
     assert_eq!(
-        parse_for(&Method::CONNECT, b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap().body,
+        parse_for(&Method::CONNECT, b"HTTP/1.1 200 OK\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .body,
         UpstreamFraming::Tunnel
     );
-    assert_eq!(ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").body, UpstreamFraming::Chunked);
+    assert_eq!(
+        ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+        UpstreamFraming::Chunked
+    );
     let close = ok(b"HTTP/1.1 200 OK\r\n\r\n");
     assert_eq!(close.body, UpstreamFraming::Close);
     assert!(!close.keep_alive);
@@ -152,26 +176,40 @@ fn framing_follows_rfc9112_section_6_3_in_order() {
 fn keep_alive_follows_version_and_connection() {
     assert!(!ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive);
     assert!(!ok(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
-    assert!(ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").keep_alive);
+    assert!(
+        ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").keep_alive
+    );
 }
 
 #[test]
 fn bytes_after_the_head_stay_in_the_buffer() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"[..]);
-    let head = parse_response(&mut buf, &Limits::default(), &Method::GET, &mut ResponseScan::default())
-        .unwrap()
-        .unwrap();
+    let head = parse_response(
+        &mut buf,
+        &Limits::default(),
+        &Method::GET,
+        &mut ResponseScan::default(),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(&buf[..], b"okEXTRA");
     let mut decoder = head.body.decoder(&Limits::default());
-    assert_eq!(decoder.decode(&mut buf).unwrap(), Some(super::super::Chunk::Data(bytes::Bytes::from_static(b"ok"))));
-    assert_eq!(decoder.decode(&mut buf).unwrap(), Some(super::super::Chunk::End));
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(super::super::Chunk::Data(bytes::Bytes::from_static(b"ok")))
+    );
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(super::super::Chunk::End)
+    );
     // What follows a complete response is left for the caller to see.
     assert_eq!(&buf[..], b"EXTRA");
 }
 
 #[test]
 fn byte_by_byte_feeding_gives_the_same_head() {
-    let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let raw =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let mut buf = BytesMut::new();
     let mut scan = ResponseScan::default();
     let limits = Limits::default();

@@ -99,7 +99,6 @@ pub struct Settings {
 /// How long a refused connection's further input is read and discarded.
 const LINGER: Duration = Duration::from_secs(2);
 
-
 /// Serves HTTP/1.1 on `io` until the connection closes. `early` holds bytes
 /// already read from it (protocol detection), usually none.
 ///

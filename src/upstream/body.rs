@@ -24,8 +24,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pipe::PipeBody;
 use super::h1::H1Body;
+use super::pipe::PipeBody;
 use super::{ConnectSettings, Lease};
 use crate::limits::Progress;
 
@@ -289,7 +289,9 @@ impl ResponseBody {
         }
         self.done = true;
         self.settle();
-        if let (Inner::Upstream(UpstreamBody::H1(body)), Some(lease)) = (&mut self.inner, &self.lease) {
+        if let (Inner::Upstream(UpstreamBody::H1(body)), Some(lease)) =
+            (&mut self.inner, &self.lease)
+        {
             give_back(body, lease, self.settings.as_ref(), complete);
         }
         // Dropping an unfinished HTTP/1 connection closes it: its framing

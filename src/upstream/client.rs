@@ -35,8 +35,8 @@ use tokio::time::Instant;
 
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::tls::upstream::{MaybeTls, UpstreamTls};
 use crate::http1 as codec;
+use crate::tls::upstream::{MaybeTls, UpstreamTls};
 use crate::upstream::body::{RequestBody, UpstreamBody};
 use crate::upstream::h1::{self, Failure, H1Conn};
 
@@ -202,12 +202,23 @@ impl ConnPool {
         let framing = request_framing(&mut parts.headers, &body);
         let mut head = Vec::with_capacity(512);
         let case = parts.extensions.get::<codec::HeaderCase>();
-        codec::encode_request_head(&parts.method, &parts.uri, Version::HTTP_11, &parts.headers, case, &mut head);
+        codec::encode_request_head(
+            &parts.method,
+            &parts.uri,
+            Version::HTTP_11,
+            &parts.headers,
+            case,
+            &mut head,
+        );
         let limits = codec::Limits::default();
         let deadline = Instant::now() + settings.response_header_timeout;
         let mut fresh_only = false;
         loop {
-            let pooled = if fresh_only { None } else { self.pop_idle(settings) };
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.pop_idle(settings)
+            };
             let conn = match pooled {
                 Some(c) => c,
                 // Boxed: connecting is rare and its future large.
@@ -219,8 +230,20 @@ impl ConnPool {
                     }
                 },
             };
-            let bytes = if conn.is_reused() { head.clone() } else { std::mem::take(&mut head) };
-            let sent = h1::exchange(conn, bytes, body, framing, &parts.method, &limits, self.addr);
+            let bytes = if conn.is_reused() {
+                head.clone()
+            } else {
+                std::mem::take(&mut head)
+            };
+            let sent = h1::exchange(
+                conn,
+                bytes,
+                body,
+                framing,
+                &parts.method,
+                &limits,
+                self.addr,
+            );
             match tokio::time::timeout_at(deadline, sent).await {
                 Err(_) => return Err(self.response_timeout(settings).into()),
                 Ok(Ok(res)) => return Ok(res.map(UpstreamBody::H1)),

@@ -217,7 +217,8 @@ impl Attempt {
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(READ_BUF);
             }
-            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.conn.io), cx, &mut self.rbuf);
+            let read =
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.conn.io), cx, &mut self.rbuf);
             match std::task::ready!(read) {
                 Ok(0) => return Poll::Ready(Err(AttemptError::Closed)),
                 Ok(_) => self.received = true,
@@ -246,7 +247,12 @@ impl Attempt {
         }
     }
 
-    fn into_response(self, head: ResponseHead, limits: &codec::Limits, addr: SocketAddr) -> Response<H1Body> {
+    fn into_response(
+        self,
+        head: ResponseHead,
+        limits: &codec::Limits,
+        addr: SocketAddr,
+    ) -> Response<H1Body> {
         let ResponseHead {
             status,
             version,
@@ -256,7 +262,9 @@ impl Attempt {
             keep_alive,
             ..
         } = head;
-        let upload = self.upload.filter(|u| !u.is_done() && self.write_error.is_none());
+        let upload = self
+            .upload
+            .filter(|u| !u.is_done() && self.write_error.is_none());
         let reusable = keep_alive && self.write_error.is_none() && body != Framing::Tunnel;
         let body = H1Body {
             tunnel: body == Framing::Tunnel,
@@ -309,6 +317,9 @@ pub enum H1BodyError {
         /// What was wrong.
         error: codec::FramingError,
     },
+    /// The client's request body failed while the response streamed.
+    #[error("{0}")]
+    Request(ClientBodyError),
     /// Reading failed.
     #[error("upstream body from {addr}: {error}")]
     Io {
@@ -354,23 +365,34 @@ impl H1Body {
         Some((conn.into_io(), std::mem::take(&mut self.rbuf).freeze()))
     }
 
-    fn poll_upload(&mut self, cx: &mut Context<'_>) {
+    /// Sends more of the request body. The client's body failing (a
+    /// limit, `body_read`) fails the exchange; the endpoint no longer
+    /// reading it does not (its response may still complete), but the
+    /// connection is done.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), H1BodyError> {
         let (Some(upload), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
-            return;
+            return Ok(());
         };
         match upload.poll_send(&mut conn.io, cx) {
             Poll::Ready(Ok(())) => self.upload = None,
-            Poll::Ready(Err(_)) => {
-                // The endpoint stopped reading the upload; its response
-                // may still complete, but the connection is done.
+            Poll::Ready(Err(SendFailure::Body(error))) => {
+                self.upload = None;
+                self.reusable = false;
+                return Err(H1BodyError::Request(error));
+            }
+            Poll::Ready(Err(SendFailure::Io(_))) => {
                 self.upload = None;
                 self.reusable = false;
             }
             Poll::Pending => {}
         }
+        Ok(())
     }
 
-    fn read_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
+    fn read_more(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
         let addr = self.addr;
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -413,7 +435,9 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
         let this = self.get_mut();
-        this.poll_upload(cx);
+        if let Err(e) = this.poll_upload(cx) {
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             if this.tunnel || this.decoder.is_done() {
                 return Poll::Ready(None);

@@ -14,12 +14,12 @@
 mod admission;
 pub mod body;
 mod client;
-pub mod h1;
 pub mod endpoints;
+pub mod h1;
 pub mod headers;
 pub mod pipe;
-pub mod wire;
 mod pool;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -76,7 +76,11 @@ where
     /// Appends what the body has ready to `out` until `out` is full enough
     /// to write or a large frame waits. `Pending`: the body has nothing
     /// now; `Err`: the body failed (its bytes must be cut short).
-    pub fn poll_fill(&mut self, out: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Result<(), B::Error>> {
+    pub fn poll_fill(
+        &mut self,
+        out: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), B::Error>> {
         while !self.finished && self.large.is_none() && out.len() < COALESCE {
             let frame = match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
