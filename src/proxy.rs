@@ -582,6 +582,9 @@ async fn send_once(
 }
 
 /// What one attempt produced.
+// The large variant is the common one (every answered attempt); boxing it
+// would cost an allocation per request to save stack on the rare failure.
+#[allow(clippy::large_enum_variant)]
 enum Exchange {
     /// A response head (an HTTP/1 body holds the connection it came on).
     Response(Response<UpstreamBody>),

@@ -264,7 +264,8 @@ impl Attempt {
         } = head;
         let upload = self
             .upload
-            .filter(|u| !u.is_done() && self.write_error.is_none());
+            .filter(|u| !u.is_done() && self.write_error.is_none())
+            .map(Box::new);
         let reusable = keep_alive && self.write_error.is_none() && body != Framing::Tunnel;
         let body = H1Body {
             tunnel: body == Framing::Tunnel,
@@ -298,8 +299,9 @@ pub struct H1Body {
     conn: Option<H1Conn>,
     rbuf: BytesMut,
     decoder: BodyDecoder,
-    /// What is left of the request body, still being sent.
-    upload: Option<Outgoing<RequestBody>>,
+    /// What is left of the request body, still being sent (boxed: rare,
+    /// and large).
+    upload: Option<Box<Outgoing<RequestBody>>>,
     reusable: bool,
     /// A `101` (or a 2xx to CONNECT): the connection goes to a tunnel.
     tunnel: bool,
