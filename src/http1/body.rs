@@ -144,9 +144,15 @@ impl BodyDecoder {
         Ok(Chunk::End)
     }
 
-    /// Whether the body is complete.
+    /// Whether the body is complete: nothing more belongs to it, whether
+    /// or not `End` has been returned yet (a length reached, the last
+    /// chunk and its trailers read).
     pub fn is_done(&self) -> bool {
-        matches!(self, BodyDecoder::Done)
+        match self {
+            BodyDecoder::Done | BodyDecoder::Length(0) => true,
+            BodyDecoder::Chunked(c) => c.state == ChunkedState::End,
+            BodyDecoder::Length(_) | BodyDecoder::CloseDelimited => false,
+        }
     }
 
     /// Length bodies: the bytes left; others: `None`.

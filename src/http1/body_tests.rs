@@ -94,7 +94,8 @@ fn length_body_streams_and_leaves_pipelined_bytes() {
         decoder.decode(&mut buf),
         Ok(Some(Chunk::Data("o worl".into())))
     );
-    assert!(!decoder.is_done());
+    // The length is reached: the body is complete before `End` is read.
+    assert!(decoder.is_done());
     assert_eq!(decoder.decode(&mut buf), Ok(Some(Chunk::End)));
     assert!(decoder.is_done());
     assert_eq!(decoder.decode(&mut buf), Ok(Some(Chunk::End)));
@@ -328,7 +329,8 @@ fn trailers_then_end_then_nothing_more() {
         decoder.decode(&mut buf),
         Ok(Some(Chunk::Trailers(_)))
     ));
-    assert!(!decoder.is_done());
+    // Nothing more belongs to the body once its trailers are read.
+    assert!(decoder.is_done());
     assert_eq!(decoder.eof(), Ok(Chunk::End), "only End was left");
     assert!(decoder.is_done());
     assert_eq!(decoder.decode(&mut buf), Ok(Some(Chunk::End)));

@@ -426,7 +426,9 @@ pub(super) fn collect_fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {
-    let mut headers = HeaderMap::with_capacity(parsed.len());
+    // Room for what a proxy adds (forwarding fields, request id, framing)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(parsed.len() + 8);
     let mut case = HeaderCase {
         names: Vec::with_capacity(parsed.len()),
     };

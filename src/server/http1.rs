@@ -49,11 +49,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::buffers;
 use crate::error::{BodyFault, ClientBodyError, ProxyError};
 use crate::http1::{self as codec, BodyDecoder, Chunk, RequestHead, ResponseFraming};
 use crate::proxy::{self, ConnCtx, Tunnel};
 use crate::upstream::body::{ClientBody, ResponseBody};
+use crate::upstream::buffers;
 use crate::upstream::headers as hdr;
 use crate::upstream::pipe::{pipe, PipeSender};
 use crate::upstream::wire::{poll_out, BodyWriter, Outgoing};

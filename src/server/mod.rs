@@ -38,7 +38,6 @@
 //! HTTP/1.1 or HTTP/2; for a client that offered no ALPN, the first bytes
 //! decide as on a plain port.
 
-mod buffers;
 pub mod http1;
 pub mod tls;
 

@@ -310,6 +310,9 @@ fn give_back(body: &mut H1Body, lease: &Lease, settings: Option<&ConnectSettings
     if body.stray_bytes() {
         lease.backend().metrics().stray_bytes.inc();
     }
+    if body.endpoint_fault() {
+        lease.backend().metrics().bad_bodies.inc();
+    }
     if !complete {
         return;
     }

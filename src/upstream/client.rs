@@ -200,7 +200,7 @@ impl ConnPool {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (mut parts, mut body) = req.into_parts();
         let framing = request_framing(&mut parts.headers, &body);
-        let mut head = Vec::with_capacity(512);
+        let mut head = super::buffers::take_write();
         let case = parts.extensions.get::<codec::HeaderCase>();
         codec::encode_request_head(
             &parts.method,

@@ -40,9 +40,6 @@ use crate::error::{ClientBodyError, ProxyError};
 use crate::http1::{self as codec, BodyDecoder, Chunk, ResponseHead, UpstreamFraming as Framing};
 use crate::tls::upstream::MaybeTls;
 
-/// Read buffer size for endpoint responses.
-const READ_BUF: usize = 8 * 1024;
-
 /// An endpoint connection, idle in the pool or lent to one request.
 #[derive(Debug)]
 pub struct H1Conn {
@@ -119,7 +116,7 @@ pub async fn exchange(
     let mut state = Attempt {
         conn,
         upload: Some(Outgoing::new(head, writer)),
-        rbuf: BytesMut::new(),
+        rbuf: super::buffers::take_read(),
         scan: codec::ResponseScan::default(),
         received: false,
         write_error: None,
@@ -215,7 +212,7 @@ impl Attempt {
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(READ_BUF);
+                self.rbuf.reserve(super::buffers::BUF_SIZE);
             }
             let read =
                 tokio_util::io::poll_read_buf(Pin::new(&mut self.conn.io), cx, &mut self.rbuf);
@@ -262,10 +259,14 @@ impl Attempt {
             keep_alive,
             ..
         } = head;
-        let upload = self
-            .upload
-            .filter(|u| !u.is_done() && self.write_error.is_none())
-            .map(Box::new);
+        let upload = match self.upload {
+            Some(u) if !u.is_done() && self.write_error.is_none() => Some(Box::new(u)),
+            Some(u) => {
+                super::buffers::give_write(u.into_out());
+                None
+            }
+            None => None,
+        };
         let reusable = keep_alive && self.write_error.is_none() && body != Framing::Tunnel;
         let body = H1Body {
             tunnel: body == Framing::Tunnel,
@@ -274,6 +275,7 @@ impl Attempt {
             rbuf: self.rbuf,
             upload,
             reusable,
+            endpoint_fault: false,
             addr,
         };
         let mut response = Response::new(body);
@@ -305,6 +307,8 @@ pub struct H1Body {
     reusable: bool,
     /// A `101` (or a 2xx to CONNECT): the connection goes to a tunnel.
     tunnel: bool,
+    /// The endpoint's body was malformed, cut short or unreadable.
+    endpoint_fault: bool,
     addr: SocketAddr,
 }
 
@@ -349,7 +353,14 @@ impl H1Body {
         }
         let mut conn = self.conn.take()?;
         conn.reused = true;
+        super::buffers::give_read(std::mem::take(&mut self.rbuf));
         Some(conn)
+    }
+
+    /// Whether the endpoint's body failed (counted by the caller; a failure
+    /// of the client's request body is not the endpoint's).
+    pub fn endpoint_fault(&self) -> bool {
+        self.endpoint_fault
     }
 
     /// Whether bytes followed the complete response (counted by the caller).
@@ -400,7 +411,7 @@ impl H1Body {
             return Poll::Ready(None);
         };
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(READ_BUF);
+            self.rbuf.reserve(super::buffers::BUF_SIZE);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut self.rbuf) {
             Poll::Pending => Poll::Pending,
@@ -408,12 +419,16 @@ impl H1Body {
                 self.reusable = false;
                 match self.decoder.eof() {
                     Ok(chunk) => Poll::Ready(self.frame(chunk).map(Ok)),
-                    Err(error) => Poll::Ready(Some(Err(H1BodyError::Framing { addr, error }))),
+                    Err(error) => {
+                        self.endpoint_fault = true;
+                        Poll::Ready(Some(Err(H1BodyError::Framing { addr, error })))
+                    }
                 }
             }
             Poll::Ready(Ok(_)) => Poll::Ready(Some(Ok(Frame::data(Bytes::new())))),
             Poll::Ready(Err(error)) => {
                 self.reusable = false;
+                self.endpoint_fault = true;
                 Poll::Ready(Some(Err(H1BodyError::Io { addr, error })))
             }
         }
@@ -449,6 +464,7 @@ impl Body for H1Body {
                 Ok(None) => {}
                 Err(error) => {
                     this.reusable = false;
+                    this.endpoint_fault = true;
                     let addr = this.addr;
                     return Poll::Ready(Some(Err(H1BodyError::Framing { addr, error })));
                 }

@@ -13,6 +13,7 @@
 
 mod admission;
 pub mod body;
+pub mod buffers;
 mod client;
 pub mod endpoints;
 pub mod h1;

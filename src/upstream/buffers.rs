@@ -1,4 +1,6 @@
 //! Per-worker pools of connection buffers, so an idle connection holds none.
+//! Both sides take from them: the client connection driver
+//! (`crate::server::http1`) and the endpoint client ([`super::h1`]).
 //!
 //! An HTTP/1.1 keep-alive connection between requests owns no read or
 //! write buffer: it waits for readability, takes a buffer here, reads,
