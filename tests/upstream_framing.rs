@@ -4,8 +4,8 @@
 //!
 //! A library server would never send a malformed response, so the endpoint
 //! here is hand-written: [`Endpoint`] answers each request head with the
-//! bytes a closure picks for its path, and counts the connections it
-//! accepted. Every test sends one `/bad` request whose answer breaks a rule,
+//! bytes a closure picks for its path, and numbers the connections it
+//! accepts, recording which one each request came on. Every test sends one `/bad` request whose answer breaks a rule,
 //! then four well-formed requests that must each get their own answer:
 //! a response framed one way by weir and another way by the endpoint would
 //! desynchronise the pooled connection and hand one request's bytes to the
