@@ -41,7 +41,11 @@
 //! ```text
 //!  client ──TCP──► server::serve (accept loop, one task per connection)
 //!                    │  TLS handshake (server::tls) on TLS listeners
-//!                    │  first bytes peeked (TLS: ALPN) → HTTP/1.1 + upgrades, or HTTP/2
+//!                    │  first bytes peeked (TLS: ALPN) → HTTP/1.1 or HTTP/2
+//!                    │  HTTP/1.1: server::http1, weir's own driver on the sans-IO
+//!                    │    http1 codec (no buffer while idle; head read with
+//!                    │    header_read from its first byte; body through a
+//!                    │    demand-driven upstream::pipe); HTTP/2: hyper
 //!                    ▼
 //!                 proxy::handle
 //!                    1 prepare: limits::check_head (414/413), the host (400 if
@@ -50,14 +54,18 @@
 //!                      Pool::admit → Lease (pool slots, balance::Selector,
 //!                      in_flight += 1), upstream::headers rewrite, replay buffer
 //!                    2 attempts: upstream ConnPool::send within connect and
-//!                      response-header timeouts; health::passive::record;
+//!                      response-header timeouts — http1 pools: upstream::h1, weir's
+//!                      own client in the same task (head encoded once with the
+//!                      client's spelling, response head checked by the codec);
+//!                      h2c pools: hyper — then health::passive::record;
 //!                      retry::decide_retry → another endpoint, or the outcome stands
-//!                    3 respond: response head rewritten; 101 → tunnel; else
-//!                      upstream::body::ResponseBody streams back and, at its end,
-//!                      drops the lease, returns the connection to the idle pool,
-//!                      and writes the access-log line and metrics
-//!  errors: error::ProxyError::status() — 400/408/413/414 client faults, 404 no route,
-//!          503 no endpoint or pool full, 502 connect/protocol failure, 504 timeout
+//!                    3 respond: response head rewritten; 101 → proxy::Tunnel for
+//!                      the driver; else upstream::body::ResponseBody streams back
+//!                      and, at its end, drops the lease, returns the connection
+//!                      to the idle pool, and writes the access-log line and metrics
+//!  errors: error::ProxyError::status() — 400/408/413/414/431/501/505 client faults,
+//!          404 no route, 503 no endpoint or pool full, 502 connect/protocol
+//!          failure (an endpoint's malformed response included), 504 timeout
 //! ```
 //!
 //! # Planes

@@ -40,6 +40,9 @@ use crate::error::{ClientBodyError, ProxyError};
 use crate::http1::{self as codec, BodyDecoder, Chunk, ResponseHead, UpstreamFraming as Framing};
 use crate::tls::upstream::MaybeTls;
 
+/// The most a body read asks for at once.
+const BODY_READ: usize = 64 * 1024;
+
 /// An endpoint connection, idle in the pool or lent to one request.
 #[derive(Debug)]
 pub struct H1Conn {
@@ -410,8 +413,16 @@ impl H1Body {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(super::buffers::BUF_SIZE);
+        // Body reads are sized to what is left (up to 64 KiB): a large
+        // body moves in few reads and writes, a small one costs little.
+        let want = match self.decoder.remaining_hint() {
+            Some(n) => usize::try_from(n)
+                .unwrap_or(BODY_READ)
+                .clamp(1024, BODY_READ),
+            None => BODY_READ / 4,
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut self.rbuf) {
             Poll::Pending => Poll::Pending,

@@ -23,8 +23,7 @@ use crate::http1 as codec;
 pub const COALESCE: usize = 16 * 1024;
 
 /// Streams a body into a write buffer with its framing.
-#[derive(Debug)]
-pub struct BodyWriter<B> {
+pub struct BodyWriter<B: Body> {
     body: B,
     chunked: bool,
     /// A large data frame to write after the buffer.
@@ -36,6 +35,18 @@ pub struct BodyWriter<B> {
     finished: bool,
     /// A frame was taken from the body.
     touched: bool,
+    /// The body failed after frames were buffered: reported once they are
+    /// written, so the peer sees the head and the bytes that did arrive.
+    deferred: Option<B::Error>,
+}
+
+impl<B: Body> std::fmt::Debug for BodyWriter<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWriter")
+            .field("chunked", &self.chunked)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B> BodyWriter<B>
@@ -54,6 +65,7 @@ where
             pending_trailers: None,
             finished: empty,
             touched: false,
+            deferred: None,
         }
     }
 
@@ -81,11 +93,19 @@ where
         out: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), B::Error>> {
+        if let Some(e) = self.deferred.take() {
+            return Poll::Ready(Err(e));
+        }
+        let before = out.len();
         while !self.finished && self.large.is_none() && out.len() < COALESCE {
             let frame = match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     self.end(None, out);
+                    break;
+                }
+                Poll::Ready(Some(Err(e))) if out.len() > before => {
+                    self.deferred = Some(e);
                     break;
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
@@ -204,7 +224,7 @@ pub enum SendFailure<E> {
 /// A head and its body on their way out: the write buffer (holding the
 /// encoded head first) and the body's writer.
 #[derive(Debug)]
-pub struct Outgoing<B> {
+pub struct Outgoing<B: Body> {
     /// Bytes not yet written.
     pub out: Vec<u8>,
     /// The body.
@@ -254,26 +274,30 @@ where
             return Poll::Ready(Ok(()));
         }
         loop {
+            // Fill first: a head and the body's first frames leave in one
+            // write (two writes would be two segments with TCP_NODELAY).
+            let filled = if self.writer.is_finished() {
+                Poll::Ready(Ok(()))
+            } else {
+                self.writer.poll_fill(&mut self.out, cx)
+            };
+            if let Poll::Ready(Err(e)) = filled {
+                return Poll::Ready(Err(SendFailure::Body(e)));
+            }
             match self.writer.poll_write(io, &mut self.out, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SendFailure::Io(e))),
                 Poll::Pending => return Poll::Pending,
             }
-            if self.writer.is_finished() {
+            let finished = self.writer.is_finished();
+            if finished || filled.is_pending() {
+                // A TLS stream may hold written bytes until flushed.
                 std::task::ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(SendFailure::Io)?;
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-            match self.writer.poll_fill(&mut self.out, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(SendFailure::Body(e))),
-                Poll::Pending if self.out.is_empty() => {
-                    // All written; a TLS stream may hold it until flushed.
-                    std::task::ready!(Pin::new(&mut *io).poll_flush(cx))
-                        .map_err(SendFailure::Io)?;
+                if !finished {
                     return Poll::Pending;
                 }
-                Poll::Pending => {}
+                self.done = true;
+                return Poll::Ready(Ok(()));
             }
         }
     }

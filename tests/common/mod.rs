@@ -242,8 +242,8 @@ pub async fn backends_hit(
 ) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..n {
-        let (p, _) = send(c, get(addr, "x", "/")).await;
-        assert_eq!(p.status, http::StatusCode::OK);
+        let (p, body) = send(c, get(addr, "x", "/")).await;
+        assert_eq!(p.status, http::StatusCode::OK, "{body:?}");
         seen.insert(p.headers["x-backend"].to_str().unwrap().to_owned());
     }
     seen
