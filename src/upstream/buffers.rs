@@ -18,15 +18,20 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// The size a buffer starts at; heads and body reads grow it as needed (up
-/// to the head limit).
-pub const BUF_SIZE: usize = 4096;
+/// The size a read buffer starts at (nginx's `client_header_buffer_size`
+/// is 1 KiB); heads and body reads grow it as needed (up to the head
+/// limit). Small, because a burst of requests in flight allocates one per
+/// request and the allocator keeps what the burst freed.
+pub const BUF_SIZE: usize = 2048;
+
+/// The size a write buffer starts at: a response head and a small body.
+const WRITE_SIZE: usize = 1024;
 
 /// The most buffers a worker keeps for reuse, per kind.
 pub const MAX_POOLED: usize = 64;
 
 /// A write buffer larger than this is freed rather than kept.
-const MAX_KEPT_WRITE: usize = 4 * BUF_SIZE;
+const MAX_KEPT_WRITE: usize = 16 * 1024;
 
 thread_local! {
     static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -61,7 +66,7 @@ pub fn give_read(mut buf: BytesMut) {
 pub fn take_write() -> Vec<u8> {
     WRITE
         .with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+        .unwrap_or_else(|| Vec::with_capacity(WRITE_SIZE))
 }
 
 /// Gives back a write buffer (its contents are discarded).
