@@ -827,3 +827,68 @@ fn check_warns_about_expired_certificates() {
         "{stdout}"
     );
 }
+
+/// An HTTPS endpoint that requires a client certificate (TLS 1.3 only).
+/// weir presents none: under TLS 1.3 the endpoint's `certificate_required`
+/// alert arrives after the handshake completed on weir's side.
+async fn mtls_backend(leaf: &Leaf, client_ca: &Ca) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(certs(&client_ca.pem()));
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&leaf.cert), key(&leaf.key))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An endpoint that rejects weir's missing client certificate after a TLS
+/// 1.3 handshake: the client gets 502, and the log names it a TLS failure
+/// with the alert's reason, not a bare connection error.
+#[tokio::test]
+async fn a_client_certificate_rejected_after_the_handshake_is_named() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let ca = Ca::new("backend ca");
+    let clients = Ca::new("client ca");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ca.pem", &ca.pem());
+    let up = mtls_backend(&ca.issue(&["127.0.0.1"], 91), &clients).await;
+    let yaml = format!(
+        "listeners:\n  - name: plain\n    bind: \"127.0.0.1:0\"\nadmin:\n  bind: \"127.0.0.1:0\"\naccess_log:\n  enabled: false\nroutes:\n  - pool: mtls\npools:\n  - name: mtls\n    endpoints: [{{address: \"{up}\"}}]\n    tls: {{ca: ca.pem}}\n"
+    );
+    let (weir, _) = start(dir.path(), &yaml).await;
+    let addr = weir.listener_addr("plain").unwrap();
+    assert_eq!(get_plain(addr, "/").await.0, StatusCode::BAD_GATEWAY);
+    let text = logs.text();
+    assert!(
+        text.contains("upstream TLS handshake failed") && text.contains("CertificateRequired"),
+        "{text}"
+    );
+    weir.shutdown().await;
+}

@@ -369,3 +369,14 @@ impl AsyncWrite for MaybeTls {
         }
     }
 }
+
+/// The TLS alert an endpoint sent, when `e` is one. Under TLS 1.3 an
+/// endpoint that rejects weir's client certificate (or its absence) sends
+/// its alert after the handshake has completed on weir's side, so it
+/// surfaces on the first read of the response, not in the handshake.
+pub fn received_alert(e: &io::Error) -> Option<rustls::AlertDescription> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}

@@ -168,6 +168,9 @@ enum AttemptError {
     Head(codec::ResponseError),
     /// Reading failed.
     Io(io::Error),
+    /// The endpoint sent a TLS alert after the handshake (TLS 1.3 client
+    /// certificate checks): a TLS failure, not an HTTP one.
+    TlsAlert(io::Error),
 }
 
 impl AttemptError {
@@ -183,6 +186,16 @@ impl AttemptError {
                 addr,
                 reason: format!("read failed: {e}").into(),
             },
+            AttemptError::TlsAlert(error) => {
+                let alert = crate::tls::upstream::received_alert(&error);
+                tracing::warn!(
+                    endpoint = %addr,
+                    reason = ?alert,
+                    error = %error,
+                    "upstream TLS handshake failed: the endpoint sent an alert after the handshake"
+                );
+                ProxyError::Connect { addr, error }
+            }
         }
     }
 }
@@ -222,6 +235,9 @@ impl Attempt {
             match std::task::ready!(read) {
                 Ok(0) => return Poll::Ready(Err(AttemptError::Closed)),
                 Ok(_) => self.received = true,
+                Err(e) if crate::tls::upstream::received_alert(&e).is_some() => {
+                    return Poll::Ready(Err(AttemptError::TlsAlert(e)))
+                }
                 Err(e) if self.received => return Poll::Ready(Err(AttemptError::Io(e))),
                 // A reset before any response byte is a close.
                 Err(_) => return Poll::Ready(Err(AttemptError::Closed)),
