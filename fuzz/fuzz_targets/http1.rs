@@ -3,7 +3,7 @@
 //! sizes come from the input. Never a panic; beyond that:
 //!
 //! - feeding the head in pieces (with a resumed scan) gives the same
-//!   answer as all at once;
+//!   head, or the same refusal status, as all at once;
 //! - every `decode` call returns data (and consumes it), an event, an
 //!   error, or asks for more; it never spins without progress;
 //! - the data handed out never exceeds the input, and a Content-Length
@@ -82,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
             b
         }
         (Err(a), Err(b)) => {
-            assert_eq!(a, b);
+            // Fed in pieces, a head can be refused earlier (its first bytes
+            // cannot start a request line) with a different reason; the
+            // answer must be the same.
+            assert_eq!(a.status(), b.status(), "at once {a:?}, in pieces {b:?}");
             return;
         }
         (Ok(None), Ok(None)) => return,
@@ -97,7 +100,9 @@ fuzz_target!(|data: &[u8]| {
         match decoder.decode(&mut buf) {
             Ok(Some(Chunk::Data(d))) => {
                 assert!(!d.is_empty(), "empty data");
-                assert_eq!(buf.len() + d.len(), before, "data not taken from buf");
+                // The data came out of `buf` (a chunked step may also
+                // consume the chunk's size line).
+                assert!(buf.len() + d.len() <= before, "data not taken from buf");
                 total += d.len();
                 assert!(total <= input.len());
             }

@@ -219,11 +219,14 @@ pub fn parse_request_resumed(
     let scanned = state
         .scan(buf, limits.max_head_bytes)
         .map_err(|e| HeadError::Malformed(e.reason()))?;
+    // Bytes that cannot start a request line are refused as such, first,
+    // however much of the head has arrived (so the answer does not depend
+    // on how the bytes were split).
+    method_prefix(buf)?;
     let Some(end) = scanned else {
         if buf.len() > limits.max_head_bytes {
             return Err(HeadError::HeadTooLarge);
         }
-        method_prefix(buf)?;
         scan.0 = state;
         return Ok(None);
     };

@@ -802,3 +802,20 @@ fn an_incomplete_head_that_cannot_start_a_request_line_is_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn garbage_is_refused_for_what_it_is_however_it_was_split() {
+    // Complete and over the field limit, but not a request at all: the
+    // same 400 as when its first bytes arrive alone (found by fuzzing).
+    let limits = Limits {
+        max_headers: 2,
+        ..Limits::default()
+    };
+    let raw = b"-Agent: curl\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+    let mut whole = BytesMut::from(&raw[..]);
+    let mut first = BytesMut::from(&raw[..3]);
+    let at_once = parse_request(&mut whole, &limits).unwrap_err();
+    let early = parse_request(&mut first, &limits).unwrap_err();
+    assert_eq!(at_once, HeadError::Malformed("invalid method"));
+    assert_eq!(early, at_once);
+}
