@@ -813,7 +813,7 @@ fn garbage_is_refused_for_what_it_is_however_it_was_split() {
     };
     let raw = b"-Agent: curl\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     let mut whole = BytesMut::from(&raw[..]);
-    let mut first = BytesMut::from(&raw[..3]);
+    let mut first = BytesMut::from(&raw[..7]);
     let at_once = parse_request(&mut whole, &limits).unwrap_err();
     let early = parse_request(&mut first, &limits).unwrap_err();
     assert_eq!(at_once, HeadError::Malformed("invalid method"));
