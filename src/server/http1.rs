@@ -44,7 +44,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -152,8 +152,8 @@ impl<T: Transport> Connection<T> {
             // larger than the idle state, and the task is as large as its
             // largest state for the connection's whole life. One allocation
             // per request keeps an idle connection's task small.
-            let exchange = Exchange::new(&head);
-            match Box::pin(exchange.run(&mut self, head)).await {
+            let exchange = Exchange::new(head);
+            match Box::pin(exchange.run(&mut self)).await {
                 After::KeepAlive => self.idle(),
                 After::Close => break,
                 After::Tunnel(tunnel) => {
@@ -196,7 +196,7 @@ impl<T: Transport> Connection<T> {
                 Ok(None) => {}
             }
             reserve(&mut buf);
-            let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut buf));
+            let read = tokio::time::timeout_at(deadline, read_buf(&mut self.io, &mut buf));
             match read.await {
                 Err(_) => break Err(ProxyError::HeadTimeout),
                 Ok(Ok(0)) | Ok(Err(_)) => break Ok(None),
@@ -262,7 +262,7 @@ impl<T: Transport> Connection<T> {
                 Ok(None) => {}
             }
             reserve(buf);
-            match tokio::time::timeout_at(deadline, self.io.read_buf(buf)).await {
+            match tokio::time::timeout_at(deadline, read_buf(&mut self.io, buf)).await {
                 Err(_) => return Err(Some(ProxyError::ClientBody(BodyFault::Timeout))),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
                 Ok(Ok(_)) => {}
@@ -301,6 +301,10 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
+async fn read_buf<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
+}
+
 /// What the connection does after an exchange.
 enum After {
     KeepAlive,
@@ -310,6 +314,7 @@ enum After {
 
 /// One request and its response on the connection.
 struct Exchange {
+    head: Option<RequestHead>,
     method: http::Method,
     version: Version,
     keep_alive: bool,
@@ -317,17 +322,20 @@ struct Exchange {
 }
 
 impl Exchange {
-    /// What the response side needs to remember of `head`.
-    fn new(head: &RequestHead) -> Self {
+    fn new(head: RequestHead) -> Self {
         Exchange {
             method: head.method.clone(),
             version: head.version,
             keep_alive: head.keep_alive,
             feed: None,
+            head: Some(head),
         }
     }
 
-    async fn run<T: Transport>(mut self, conn: &mut Connection<T>, head: RequestHead) -> After {
+    async fn run<T: Transport>(mut self, conn: &mut Connection<T>) -> After {
+        let Some(head) = self.head.take() else {
+            return After::Close;
+        };
         let (request, mut feed) = into_request(head, &conn.settings.limits);
         // The head's limits first: a body too large by its declared length
         // is refused before anything waits for it.
