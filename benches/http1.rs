@@ -113,7 +113,7 @@ fn encode(c: &mut Criterion) {
             dst.clear();
             encode_response_head(
                 StatusCode::OK,
-                black_box(&headers),
+                weir::http1::Fields::new(black_box(&headers)),
                 ResponseFraming::Length(5120),
                 true,
                 Version::HTTP_11,

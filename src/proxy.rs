@@ -293,11 +293,12 @@ async fn forward(
     let Prepared {
         pool,
         lease,
-        request,
+        head,
+        body,
         plan,
         upgrade,
     } = prepare(ctx, req, record, request_id).await?;
-    let answered = attempts(&pool, lease, request, &plan, record).await?;
+    let answered = attempts(&pool, lease, head, body, &plan, record).await?;
     Ok(respond(
         answered,
         upgrade,
@@ -311,8 +312,11 @@ struct Prepared {
     pool: Arc<Pool>,
     /// The endpoint admission picked for the first attempt.
     lease: Lease,
-    /// The first attempt's request, head rewritten for the upstream.
-    request: Request<RequestBody>,
+    /// The request head, rewritten for the upstream; every attempt sends
+    /// it (re-aimed at its endpoint).
+    head: http::request::Parts,
+    /// The first attempt's body.
+    body: RequestBody,
     plan: Plan,
     /// The request asks for a protocol upgrade (HTTP/1.1 only).
     upgrade: bool,
@@ -373,7 +377,7 @@ async fn prepare(
     };
     let idempotent = retry::is_idempotent(&parts.method);
     let (mut body, replay) = if max_attempts > 1 && idempotent {
-        first_body(&parts, body, &pool, &ctx.limits).await?
+        first_body(body, &pool, &ctx.limits).await?
     } else {
         (streamed(body, &pool, &ctx.limits), None)
     };
@@ -381,7 +385,8 @@ async fn prepare(
     pool.budget().deposit();
     Ok(Prepared {
         lease,
-        request: Request::from_parts(parts, body),
+        head: parts,
+        body,
         plan: Plan {
             target,
             replay,
@@ -463,7 +468,6 @@ fn streamed(body: ClientBody, pool: &Pool, limits: &crate::limits::RequestLimits
 /// and a [`Replay`] copy when the body could be buffered (see
 /// `crate::retry` for the rules).
 async fn first_body(
-    parts: &http::request::Parts,
     body: ClientBody,
     pool: &Pool,
     limits: &crate::limits::RequestLimits,
@@ -472,13 +476,7 @@ async fn first_body(
     let received = &pool.metrics().received_bytes;
     Ok(match replayable_body(body, max, received, limits).await? {
         Ok(bytes) => {
-            let replay = Replay {
-                method: parts.method.clone(),
-                headers: parts.headers.clone(),
-                version: parts.version,
-                body: bytes.clone(),
-                case: parts.extensions.get::<crate::http1::HeaderCase>().cloned(),
-            };
+            let replay = Replay { body: bytes.clone() };
             (
                 RequestBody::Full((!bytes.is_empty()).then_some(bytes)),
                 Some(replay),
@@ -501,7 +499,8 @@ struct Answered {
 async fn attempts(
     pool: &Pool,
     mut lease: Lease,
-    first: Request<RequestBody>,
+    mut head: http::request::Parts,
+    first: RequestBody,
     plan: &Plan,
     record: &mut Record,
 ) -> Result<Answered, ProxyError> {
@@ -510,14 +509,14 @@ async fn attempts(
     let mut number = 1u32;
     loop {
         record.endpoint = Some(lease.backend().addr());
-        let request = match (next.take(), &plan.replay) {
-            (Some(r), _) => r,
-            (None, Some(replay)) => replay.request(),
+        let body = match (next.take(), &plan.replay) {
+            (Some(b), _) => b,
+            (None, Some(replay)) => replay.body(),
             // Unreachable by construction: a retry is only decided with
-            // the unsent request or a replay copy in hand.
+            // the unsent body or a replay copy in hand.
             (None, None) => return Err(ProxyError::BadRequest("request cannot be replayed")),
         };
-        let (exchange, now) = send_once(pool, &mut lease, request, &plan.target).await?;
+        let (exchange, now) = send_once(pool, &mut lease, &mut head, body, &plan.target).await?;
         let attempt = Attempt {
             result: exchange.retry_result(),
             downstream_started: false,
@@ -562,15 +561,16 @@ async fn attempts(
 async fn send_once(
     pool: &Pool,
     lease: &mut Lease,
-    mut request: Request<RequestBody>,
+    head: &mut http::request::Parts,
+    body: RequestBody,
     target: &Target,
 ) -> Result<(Exchange, Instant), ProxyError> {
     let backend = Arc::clone(lease.backend());
     let settings = pool.settings();
-    aim(&mut request, &backend, settings, target)?;
+    aim(head, &backend, settings, target)?;
     backend.metrics().picks.inc();
     let sent_at = Instant::now();
-    let sent = backend.conns().send(request, &settings.connect).await;
+    let sent = backend.conns().send(head, body, &settings.connect).await;
     let now = Instant::now();
     let exchange = Exchange::from_send(sent)?;
     let rtt = now.saturating_duration_since(sent_at);
@@ -588,11 +588,11 @@ async fn send_once(
 enum Exchange {
     /// A response head (an HTTP/1 body holds the connection it came on).
     Response(Response<UpstreamBody>),
-    /// No response, and the request back when it was provably never sent
-    /// (boxed: a rare path, and it would triple the size of every value).
+    /// No response, and the body back when the request was provably
+    /// never sent.
     Failed {
         error: ProxyError,
-        unsent: Option<Box<Request<RequestBody>>>,
+        unsent: Option<RequestBody>,
     },
 }
 
@@ -603,10 +603,7 @@ impl Exchange {
             Ok(res) => Ok(Exchange::Response(res)),
             Err(SendError { error, unsent }) => match error.blame_client_body() {
                 error @ ProxyError::ClientBody(_) => Err(error),
-                error => Ok(Exchange::Failed {
-                    error,
-                    unsent: unsent.map(Box::new),
-                }),
+                error => Ok(Exchange::Failed { error, unsent }),
             },
         }
     }
@@ -662,10 +659,10 @@ impl Exchange {
         }
     }
 
-    /// The request, if it was never sent (a response is dropped).
-    fn into_unsent(self) -> Option<Request<RequestBody>> {
+    /// The body, if the request was never sent (a response is dropped).
+    fn into_unsent(self) -> Option<RequestBody> {
         match self {
-            Exchange::Failed { unsent, .. } => unsent.map(|r| *r),
+            Exchange::Failed { unsent, .. } => unsent,
             Exchange::Response(..) => None,
         }
     }
@@ -781,7 +778,7 @@ struct Target {
 /// `:authority` (which, with `host_header: endpoint`, is the endpoint's own
 /// address and so differs per attempt).
 fn aim(
-    req: &mut Request<RequestBody>,
+    req: &mut http::request::Parts,
     backend: &Backend,
     settings: &crate::upstream::PoolSettings,
     target: &Target,
@@ -798,20 +795,20 @@ fn aim(
     let invalid_host = || ProxyError::BadRequest("invalid host");
     match settings.protocol {
         UpstreamProtocol::Http1 => {
-            *req.uri_mut() = Uri::from(target.path_and_query.clone());
+            req.uri = Uri::from(target.path_and_query.clone());
             // The client's `Host` goes on only when it is the host routed
             // by: an authority (HTTP/2 `:authority`, an absolute-form
             // target) wins over it (RFC 9112 §3.2.2), and HTTP/1.1 needs
             // the host in `Host`.
             let keep = !use_endpoint
                 && !target.host.is_authority()
-                && req.headers().contains_key(header::HOST);
+                && req.headers.contains_key(header::HOST);
             if !keep {
                 let v = match (&target.host_value, use_endpoint) {
                     (Some(v), false) => v.clone(),
                     _ => HeaderValue::from_str(authority).map_err(|_| invalid_host())?,
                 };
-                req.headers_mut().insert(header::HOST, v);
+                req.headers.insert(header::HOST, v);
             }
         }
         UpstreamProtocol::H2c => {
@@ -820,7 +817,7 @@ fn aim(
                 Some(_) => "https",
                 None => "http",
             };
-            *req.uri_mut() = Uri::builder()
+            req.uri = Uri::builder()
                 .scheme(scheme)
                 .authority(authority)
                 .path_and_query(target.path_and_query.clone())
@@ -862,28 +859,15 @@ fn respond(
     Response::from_parts(parts, ResponseBody::upstream(body, Some(lease), connect))
 }
 
-/// A copy of the request head and its buffered body, for retries.
+/// The buffered body of a request that may be retried. The head needs no
+/// copy: attempts borrow it (see `upstream::client::ConnPool::send`).
 struct Replay {
-    method: Method,
-    headers: http::HeaderMap,
-    version: Version,
     body: bytes::Bytes,
-    /// The client's field spellings, for an HTTP/1 endpoint.
-    case: Option<crate::http1::HeaderCase>,
 }
 
 impl Replay {
-    fn request(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::Full(
-            (!self.body.is_empty()).then(|| self.body.clone()),
-        ));
-        *req.method_mut() = self.method.clone();
-        *req.headers_mut() = self.headers.clone();
-        *req.version_mut() = self.version;
-        if let Some(case) = &self.case {
-            req.extensions_mut().insert(case.clone());
-        }
-        req
+    fn body(&self) -> RequestBody {
+        RequestBody::Full((!self.body.is_empty()).then(|| self.body.clone()))
     }
 }
 

@@ -1,5 +1,9 @@
 //! Encoding: response heads (with the framing field weir chose), chunks,
-//! request heads (original name spelling kept) and the cached Date value.
+//! request heads and the cached Date value.
+//!
+//! Field names go out as they arrived: the spelling a [`HeaderCase`]
+//! recorded, else Title-Case (what a head whose names were all Title-Case
+//! records nothing for), which is also how weir writes the fields it adds.
 //!
 //! Encoders append to a `Vec<u8>` the caller reuses; they never fail:
 //! `HeaderName`/`HeaderValue` cannot hold CR or LF, so nothing a peer sent
@@ -9,7 +13,7 @@ use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version};
 
 use super::head::HeaderCase;
 
@@ -86,6 +90,64 @@ fn push_field(name: &[u8], value: &[u8], dst: &mut Vec<u8>) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// Appends `name` (lowercase, as a `HeaderName` holds it) in Title-Case:
+/// `x-forwarded-for` → `X-Forwarded-For`.
+fn push_title_case(name: &[u8], dst: &mut Vec<u8>) {
+    let start = dst.len();
+    dst.extend_from_slice(name);
+    let mut word_start = true;
+    for b in dst.get_mut(start..).unwrap_or_default() {
+        if word_start {
+            b.make_ascii_uppercase();
+        }
+        word_start = *b == b'-';
+    }
+}
+
+/// A message's fields and the spelling their names arrived with.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    /// The fields.
+    pub headers: &'a HeaderMap,
+    /// Spellings recorded by the parser; `None` or empty: Title-Case.
+    pub case: Option<&'a HeaderCase>,
+}
+
+impl<'a> Fields<'a> {
+    /// Fields written in Title-Case.
+    pub fn new(headers: &'a HeaderMap) -> Self {
+        Self {
+            headers,
+            case: None,
+        }
+    }
+
+    /// Writes each field but those `skip` refuses, the nth line of a name
+    /// with the nth spelling recorded for it.
+    fn write(self, skip: impl Fn(&HeaderName) -> bool, dst: &mut Vec<u8>) {
+        let case = self.case.filter(|c| !c.is_empty());
+        let mut previous: Option<&HeaderName> = None;
+        let mut nth = 0;
+        for (name, value) in self.headers {
+            if case.is_some() {
+                // `HeaderMap` yields the lines of one name together.
+                nth = if previous == Some(name) { nth + 1 } else { 0 };
+                previous = Some(name);
+            }
+            if skip(name) {
+                continue;
+            }
+            match case.and_then(|c| c.spelling(name, nth)) {
+                Some(spelling) => dst.extend_from_slice(spelling),
+                None => push_title_case(name.as_str().as_bytes(), dst),
+            }
+            dst.extend_from_slice(b": ");
+            dst.extend_from_slice(value.as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
 /// Writes `HTTP/1.1 <code> <reason>`, the fields of `headers` but the
 /// framing ones, then the framing's field, `connection: close` /
 /// `keep-alive` as needed, `date` when `headers` has none, and the final
@@ -98,7 +160,7 @@ fn push_field(name: &[u8], value: &[u8], dst: &mut Vec<u8>) {
 /// other 1xx get none either.
 pub fn encode_response_head(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     framing: ResponseFraming,
     keep_alive: bool,
     request_version: Version,
@@ -114,32 +176,30 @@ pub fn encode_response_head(
     let keep_length =
         framing == ResponseFraming::NoBody && !interim && status != StatusCode::NO_CONTENT;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    for (name, value) in headers {
-        let skip = name == TRANSFER_ENCODING
+    let skip = |name: &HeaderName| {
+        name == TRANSFER_ENCODING
             || (name == CONTENT_LENGTH && !keep_length)
-            || (name == CONNECTION && !switching);
-        if !skip {
-            push_field(name.as_str().as_bytes(), value.as_bytes(), dst);
-        }
-    }
+            || (name == CONNECTION && !switching)
+    };
+    fields.write(skip, dst);
     match framing {
         ResponseFraming::Length(n) => {
-            dst.extend_from_slice(b"content-length: ");
+            dst.extend_from_slice(b"Content-Length: ");
             push_decimal(n, dst);
             dst.extend_from_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Chunked => dst.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         ResponseFraming::NoBody | ResponseFraming::Close => {}
     }
     if !interim {
         if !keep_alive {
-            dst.extend_from_slice(b"connection: close\r\n");
+            dst.extend_from_slice(b"Connection: close\r\n");
         } else if request_version == Version::HTTP_10 {
-            dst.extend_from_slice(b"connection: keep-alive\r\n");
+            dst.extend_from_slice(b"Connection: keep-alive\r\n");
         }
     }
-    if !headers.contains_key(DATE) {
-        push_field(b"date", date, dst);
+    if !fields.headers.contains_key(DATE) {
+        push_field(b"Date", date, dst);
     }
     dst.extend_from_slice(b"\r\n");
 }
@@ -169,23 +229,21 @@ pub fn encode_chunk_header(len: usize, dst: &mut Vec<u8>) {
 /// Writes the last chunk, the trailer fields if any, and the final CRLF.
 pub fn encode_last_chunk(trailers: Option<&HeaderMap>, dst: &mut Vec<u8>) {
     dst.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        push_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+    if let Some(trailers) = trailers {
+        Fields::new(trailers).write(|_| false, dst);
     }
     dst.extend_from_slice(b"\r\n");
 }
 
 /// Writes a request head: the request line with `uri` as given (origin
 /// form for a path-only uri; absolute, authority or asterisk form as
-/// they are), then every field, named with its original spelling from
-/// `case` when it has one (the nth line of a name gets the nth spelling),
-/// else as the map holds it (lowercase), and the final CRLF.
+/// they are), then every field (named as [`Fields`] says), and the final
+/// CRLF.
 pub fn encode_request_head(
     method: &Method,
     uri: &Uri,
     version: Version,
-    headers: &HeaderMap,
-    case: Option<&HeaderCase>,
+    fields: Fields<'_>,
     dst: &mut Vec<u8>,
 ) {
     dst.extend_from_slice(method.as_str().as_bytes());
@@ -208,14 +266,7 @@ pub fn encode_request_head(
         b" HTTP/1.1\r\n"
     };
     dst.extend_from_slice(version);
-    for name in headers.keys() {
-        for (nth, value) in headers.get_all(name).iter().enumerate() {
-            let spelling = case
-                .and_then(|c| c.spelling(name, nth))
-                .unwrap_or(name.as_str().as_bytes());
-            push_field(spelling, value.as_bytes(), dst);
-        }
-    }
+    fields.write(|_| false, dst);
     dst.extend_from_slice(b"\r\n");
 }
 

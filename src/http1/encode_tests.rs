@@ -27,7 +27,7 @@ fn response(
     let mut dst = Vec::new();
     encode_response_head(
         StatusCode::from_u16(status).unwrap(),
-        headers,
+        Fields::new(headers),
         framing,
         keep_alive,
         version,
@@ -82,7 +82,7 @@ fn response_head_bytes() {
         true,
         Version::HTTP_11,
     );
-    assert_eq!(head, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    assert_eq!(head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
 }
 
 #[test]
@@ -94,9 +94,9 @@ fn response_head_framing_fields_come_from_the_framing() {
         ("x", "1"),
     ]);
     let chunked = response(200, &h, ResponseFraming::Chunked, true, Version::HTTP_11);
-    assert_eq!(chunked, "HTTP/1.1 200 OK\r\nx: 1\r\ntransfer-encoding: chunked\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    assert_eq!(chunked, "HTTP/1.1 200 OK\r\nX: 1\r\nTransfer-Encoding: chunked\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
     let close = response(200, &h, ResponseFraming::Close, false, Version::HTTP_10);
-    assert_eq!(close, "HTTP/1.1 200 OK\r\nx: 1\r\nconnection: close\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    assert_eq!(close, "HTTP/1.1 200 OK\r\nX: 1\r\nConnection: close\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
 }
 
 #[test]
@@ -104,15 +104,15 @@ fn no_body_keeps_content_length_for_head_and_304_only() {
     let h = map(&[("content-length", "42"), ("date", "x")]);
     assert_eq!(
         response(200, &h, ResponseFraming::NoBody, true, Version::HTTP_11),
-        "HTTP/1.1 200 OK\r\ncontent-length: 42\r\ndate: x\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nDate: x\r\n\r\n"
     );
     assert_eq!(
         response(304, &h, ResponseFraming::NoBody, true, Version::HTTP_11),
-        "HTTP/1.1 304 Not Modified\r\ncontent-length: 42\r\ndate: x\r\n\r\n"
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 42\r\nDate: x\r\n\r\n"
     );
     assert_eq!(
         response(204, &h, ResponseFraming::NoBody, true, Version::HTTP_11),
-        "HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n"
+        "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
     );
 }
 
@@ -121,11 +121,11 @@ fn connection_field_follows_keep_alive_and_version() {
     let h = map(&[("date", "d")]);
     assert_eq!(
         response(200, &h, ResponseFraming::Length(0), true, Version::HTTP_10),
-        "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
     );
     assert_eq!(
         response(200, &h, ResponseFraming::Length(0), false, Version::HTTP_11),
-        "HTTP/1.1 200 OK\r\ndate: d\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
 }
 
@@ -136,7 +136,7 @@ fn switching_protocols_keeps_its_connection_field() {
         ("upgrade", "websocket"),
         ("date", "d"),
     ]);
-    assert_eq!(response(101, &h, ResponseFraming::NoBody, true, Version::HTTP_11), "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\ndate: d\r\n\r\n");
+    assert_eq!(response(101, &h, ResponseFraming::NoBody, true, Version::HTTP_11), "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nDate: d\r\n\r\n");
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn chunk_pieces() {
     assert_eq!(last, b"0\r\n\r\n");
     let mut last = Vec::new();
     encode_last_chunk(Some(&map(&[("x-sum", "1"), ("x-sum", "2")])), &mut last);
-    assert_eq!(last, b"0\r\nx-sum: 1\r\nx-sum: 2\r\n\r\n");
+    assert_eq!(last, b"0\r\nX-Sum: 1\r\nX-Sum: 2\r\n\r\n");
 }
 
 #[test]
@@ -193,13 +193,49 @@ fn request_head_keeps_spellings() {
         &Method::POST,
         &Uri::from_static("/p?q=1"),
         Version::HTTP_11,
-        &headers,
-        Some(&case),
+        Fields {
+            headers: &headers,
+            case: Some(&case),
+        },
         &mut dst,
     );
     assert_eq!(
         String::from_utf8(dst).unwrap(),
-        "POST /p?q=1 HTTP/1.1\r\nHOST: a\r\nX-Thing: 1\r\nx-THING: 2\r\naccept: */*\r\n\r\n"
+        "POST /p?q=1 HTTP/1.1\r\nHOST: a\r\nX-Thing: 1\r\nx-THING: 2\r\nAccept: */*\r\n\r\n"
+    );
+}
+
+#[test]
+fn names_without_a_recorded_spelling_go_out_in_title_case() {
+    let headers = map(&[("x-forwarded-for", "1.2.3.4"), ("etag", "\"a\""), ("te", "trailers")]);
+    let mut dst = Vec::new();
+    let fields = Fields {
+        headers: &headers,
+        case: Some(&HeaderCase::default()),
+    };
+    encode_request_head(&Method::GET, &Uri::from_static("/"), Version::HTTP_11, fields, &mut dst);
+    assert_eq!(
+        String::from_utf8(dst).unwrap(),
+        "GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nEtag: \"a\"\r\nTe: trailers\r\n\r\n"
+    );
+}
+
+#[test]
+fn response_names_keep_their_recorded_spelling() {
+    let headers = map(&[("etag", "\"a\""), ("x-b", "1"), ("x-b", "2")]);
+    let mut case = HeaderCase::default();
+    case.push(HeaderName::from_static("etag"), "ETag".into());
+    case.push(HeaderName::from_static("x-b"), "x-b".into());
+    case.push(HeaderName::from_static("x-b"), "X-B".into());
+    let mut dst = Vec::new();
+    let fields = Fields {
+        headers: &headers,
+        case: Some(&case),
+    };
+    encode_response_head(StatusCode::OK, fields, ResponseFraming::Length(0), true, Version::HTTP_11, DATE_TEXT, &mut dst);
+    assert_eq!(
+        String::from_utf8(dst).unwrap(),
+        "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nx-b: 1\r\nX-B: 2\r\nContent-Length: 0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
     );
 }
 
@@ -217,8 +253,7 @@ fn request_head_target_forms() {
             &Method::GET,
             &Uri::from_static(uri),
             Version::HTTP_10,
-            &HeaderMap::new(),
-            None,
+            Fields::new(&HeaderMap::new()),
             &mut dst,
         );
         assert_eq!(dst, format!("GET {line} HTTP/1.0\r\n\r\n").as_bytes());

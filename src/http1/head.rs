@@ -96,6 +96,13 @@ pub enum BodyFraming {
 }
 
 /// Original spelling of header names, for re-emitting them as received.
+///
+/// Empty when every name arrived in Title-Case (`Content-Type`), as
+/// almost every client and server writes them: the encoders write a name
+/// with no recorded spelling in Title-Case, so the bytes come out as
+/// received without a copy of each name being kept per message. A head
+/// with any other spelling (`x-request-ID`, `HOST`) records all of its
+/// names.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderCase {
     names: Vec<(HeaderName, Bytes)>,
@@ -125,6 +132,24 @@ impl HeaderCase {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+/// Whether `raw` is in Title-Case: a letter that starts the name or
+/// follows `-` is uppercase, every other letter lowercase.
+pub fn is_title_case(raw: &[u8]) -> bool {
+    let mut word_start = true;
+    for &b in raw {
+        let wrong = if word_start {
+            b.is_ascii_lowercase()
+        } else {
+            b.is_ascii_uppercase()
+        };
+        if wrong {
+            return false;
+        }
+        word_start = b == b'-';
+    }
+    true
 }
 
 /// A parsed, validated request head.
@@ -432,8 +457,9 @@ pub(super) fn collect_fields(
     // Room for what a proxy adds (forwarding fields, request id, framing)
     // without growing the map.
     let mut headers = HeaderMap::with_capacity(parsed.len() + 8);
+    let keep_case = parsed.iter().any(|f| !is_title_case(f.name.as_bytes()));
     let mut case = HeaderCase {
-        names: Vec::with_capacity(parsed.len()),
+        names: Vec::with_capacity(if keep_case { parsed.len() } else { 0 }),
     };
     let mut specials = Specials::default();
     for field in parsed {
@@ -446,8 +472,10 @@ pub(super) fn collect_fields(
         let value = fields::sub_bytes(head, field.value)
             .and_then(|b| HeaderValue::from_maybe_shared(b).ok())
             .ok_or(HeadError::Malformed("invalid field value"))?;
-        let spelling = fields::sub_bytes(head, raw).unwrap_or_default();
-        case.push(name.clone(), spelling);
+        if keep_case {
+            let spelling = fields::sub_bytes(head, raw).unwrap_or_default();
+            case.push(name.clone(), spelling);
+        }
         headers.append(name, value);
     }
     Ok((headers, case, specials))

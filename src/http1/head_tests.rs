@@ -429,7 +429,7 @@ fn content_length_is_digits_only() {
 #[test]
 fn identical_content_lengths_collapse() {
     let head = ok(&get_with(
-        "Content-Length: 5\r\nX: y\r\nContent-Length: 5\r\n",
+        "content-length: 5\r\nX: y\r\nContent-Length: 5\r\n",
     ));
     assert_eq!(head.body, BodyFraming::Length(5));
     let values: Vec<_> = head.headers.get_all("content-length").iter().collect();
@@ -627,8 +627,31 @@ fn header_case_is_preserved() {
 }
 
 #[test]
+fn a_title_case_head_records_no_spelling() {
+    let head = ok(&get_with("User-Agent: t\r\nX-Forwarded-For: 1.2.3.4\r\nA: b\r\n"));
+    assert!(head.case.is_empty());
+    // One other spelling: every name is recorded.
+    let head = ok(&get_with("User-Agent: t\r\nx-forwarded-For: 1.2.3.4\r\n"));
+    assert_eq!(head.case.len(), 3);
+    assert_eq!(
+        head.case.spelling(&http::header::USER_AGENT, 0),
+        Some(&b"User-Agent"[..])
+    );
+}
+
+#[test]
+fn title_case_is_told_apart() {
+    for yes in ["Host", "X-Forwarded-For", "A", "X-1-Z", "Www-Authenticate"] {
+        assert!(super::is_title_case(yes.as_bytes()), "{yes}");
+    }
+    for no in ["host", "HOST", "X-forwarded-For", "x", "ETag", "WWW-Authenticate"] {
+        assert!(!super::is_title_case(no.as_bytes()), "{no}");
+    }
+}
+
+#[test]
 fn values_and_spellings_are_zero_copy() {
-    let mut buf = BytesMut::from(&get_with("X-Long-Name: some value\r\n")[..]);
+    let mut buf = BytesMut::from(&get_with("x-Long-name: some value\r\n")[..]);
     let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
     let head = parse_request(&mut buf, &Limits::default())
         .unwrap()

@@ -62,7 +62,7 @@ mod response;
 pub use body::{BodyDecoder, Chunk, ChunkedDecoder, FramingError};
 pub use encode::{
     encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, http_date,
-    keep_alive_after, response_framing, ResponseFraming, CHUNK_END, CONTINUE,
+    keep_alive_after, response_framing, Fields, ResponseFraming, CHUNK_END, CONTINUE,
 };
 pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,

@@ -42,7 +42,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -107,7 +107,8 @@ const LINGER: Duration = Duration::from_secs(2);
 ///
 /// Not an `async fn`: an async fn's future keeps its arguments beside
 /// everything they are moved into, so the connection is built first and
-/// the future holds it once.
+/// the future holds it once (`run` borrows it in place for the same
+/// reason: a by-value `self` would be stored twice).
 pub fn serve<T: Transport>(
     io: T,
     early: BytesMut,
@@ -115,14 +116,14 @@ pub fn serve<T: Transport>(
     settings: Arc<Settings>,
     drain: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
-    Connection {
+    let mut conn = Connection {
         io,
         buf: (!early.is_empty()).then_some(early),
         ctx,
         settings,
         drain,
-    }
-    .run()
+    };
+    async move { conn.run().await }
 }
 
 struct Connection<T> {
@@ -135,36 +136,43 @@ struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
-    async fn run(mut self) {
+    async fn run(&mut self) {
         loop {
             if !self.wait_for_request().await {
                 break;
             }
-            let head = match self.read_head().await {
-                Ok(Some(head)) => head,
-                Ok(None) => break,
-                Err(e) => {
-                    Box::pin(self.refuse(e)).await;
-                    return;
-                }
-            };
-            // Boxed: the exchange (with the proxy's request future) is far
-            // larger than the idle state, and the task is as large as its
-            // largest state for the connection's whole life. One allocation
-            // per request keeps an idle connection's task small.
-            let exchange = Exchange::new(head);
-            match Box::pin(exchange.run(&mut self)).await {
+            // Boxed: reading a head and the exchange that follows (with the
+            // proxy's request future) are far larger than the idle wait, and
+            // the task is as large as its largest state for the
+            // connection's whole life. One allocation per request keeps an
+            // idle connection's task small.
+            match Box::pin(self.serve_request()).await {
                 After::KeepAlive => self.idle(),
                 After::Close => break,
+                After::Refused => return,
                 After::Tunnel(tunnel) => {
                     let early = self.buf.take().map(BytesMut::freeze).unwrap_or_default();
                     // Boxed, like the exchange: the tunnel's state is large.
-                    Box::pin(tunnel.run(self.io, early)).await;
+                    Box::pin(tunnel.run(&mut self.io, early)).await;
                     return;
                 }
             }
         }
         let _ = self.io.shutdown().await;
+    }
+
+    /// Reads one request head and serves the exchange it starts; a
+    /// refused head is answered here.
+    async fn serve_request(&mut self) -> After {
+        let head = match self.read_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => return After::Close,
+            Err(e) => {
+                self.refuse(e).await;
+                return After::Refused;
+            }
+        };
+        Exchange::new(head).run(self).await
     }
 
     /// Waits for the next request's first byte: `false` when the
@@ -217,7 +225,7 @@ impl<T: Transport> Connection<T> {
         let date = codec::http_date();
         codec::encode_response_head(
             parts.status,
-            &parts.headers,
+            codec::Fields::new(&parts.headers),
             framing,
             false,
             Version::HTTP_11,
@@ -312,6 +320,8 @@ async fn read_buf<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> io::R
 enum After {
     KeepAlive,
     Close,
+    /// A refused head was answered; the connection is done.
+    Refused,
     Tunnel(Tunnel),
 }
 
@@ -432,9 +442,13 @@ impl Exchange {
             && !asks_close(&parts.headers)
             && !conn.drain.is_cancelled();
         let date = codec::http_date();
+        let fields = codec::Fields {
+            headers: &parts.headers,
+            case: parts.extensions.get::<codec::HeaderCase>(),
+        };
         codec::encode_response_head(
             parts.status,
-            &parts.headers,
+            fields,
             framing,
             keep,
             self.version,
@@ -497,14 +511,19 @@ async fn write_switching<T: Transport>(
     parts: &http::response::Parts,
 ) -> io::Result<()> {
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let fields = codec::Fields {
+        headers: &parts.headers,
+        case: parts.extensions.get::<codec::HeaderCase>(),
+    };
+    codec::encode_response_head(
+        StatusCode::SWITCHING_PROTOCOLS,
+        fields,
+        ResponseFraming::NoBody,
+        true,
+        Version::HTTP_11,
+        &codec::http_date(),
+        out,
+    );
     conn.io.write_all(out).await?;
     conn.io.flush().await
 }
@@ -545,7 +564,10 @@ fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBod
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    request.extensions_mut().insert(case);
+    // Most heads need none (see `HeaderCase`); an extension costs a map.
+    if !case.is_empty() {
+        request.extensions_mut().insert(case);
+    }
     (request, feed)
 }
 

@@ -75,13 +75,13 @@ pub(crate) struct ConnPool {
     h2_connect: tokio::sync::Mutex<()>,
 }
 
-/// A failed send, with the request if it was never written.
+/// A failed send, with the request's body if it was never written.
 #[derive(Debug)]
 pub struct SendError {
     /// What went wrong.
     pub error: ProxyError,
-    /// The request, when it provably never left weir.
-    pub unsent: Option<Request<RequestBody>>,
+    /// The body, when the request provably never left weir.
+    pub unsent: Option<RequestBody>,
 }
 
 impl From<ProxyError> for SendError {
@@ -131,21 +131,28 @@ impl ConnPool {
         }
     }
 
-    /// Sends `req` to this endpoint and waits for the response headers
-    /// (bounded by the response-header timeout). An HTTP/1 response's body
-    /// holds the connection until it ends.
+    /// Sends the request `head` with `body` to this endpoint and waits for
+    /// the response headers (bounded by the response-header timeout). An
+    /// HTTP/1 response's body holds the connection until it ends.
     ///
-    /// On failure, [`SendError::unsent`] gives the request back when it was
+    /// The head is borrowed, so a retry sends it again without a copy kept
+    /// for the purpose (HTTP/1 encodes it from the borrow; only HTTP/2,
+    /// whose client takes a request by value, copies it). On failure,
+    /// [`SendError::unsent`] gives the body back when the request was
     /// provably never written (connect failure), which makes it safe to
     /// retry for any method on another endpoint.
     pub(crate) async fn send(
         &self,
-        req: Request<RequestBody>,
+        head: &mut http::request::Parts,
+        body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match self.protocol {
-            UpstreamProtocol::H2c => Ok(self.send_h2(req, settings).await?.map(UpstreamBody::H2)),
-            UpstreamProtocol::Http1 => self.send_h1(req, settings).await,
+            UpstreamProtocol::H2c => {
+                let req = Request::from_parts(head_copy(head), body);
+                Ok(Box::pin(self.send_h2(req, settings)).await?.map(UpstreamBody::H2))
+            }
+            UpstreamProtocol::Http1 => self.send_h1(head, body, settings).await,
         }
     }
 
@@ -166,7 +173,7 @@ impl ConnPool {
                 Err(error) => {
                     return Err(SendError {
                         error,
-                        unsent: Some(req),
+                        unsent: Some(req.into_body()),
                     })
                 }
             },
@@ -176,7 +183,7 @@ impl ConnPool {
             Err(_) => Err(self.response_timeout(settings).into()),
             Ok(Ok(res)) => Ok(res),
             Ok(Err(mut e)) => {
-                let unsent = e.take_message();
+                let unsent = e.take_message().map(Request::into_body);
                 Err(SendError {
                     error: ProxyError::Upstream {
                         addr: self.addr,
@@ -195,21 +202,12 @@ impl ConnPool {
     /// endpoint.
     async fn send_h1(
         &self,
-        req: Request<RequestBody>,
+        parts: &mut http::request::Parts,
+        mut body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (mut parts, mut body) = req.into_parts();
         let framing = request_framing(&mut parts.headers, &body);
-        let mut head = super::buffers::take_write();
-        let case = parts.extensions.get::<codec::HeaderCase>();
-        codec::encode_request_head(
-            &parts.method,
-            &parts.uri,
-            Version::HTTP_11,
-            &parts.headers,
-            case,
-            &mut head,
-        );
+        let mut head = Some(encode_head(&parts));
         let limits = codec::Limits::default();
         let deadline = Instant::now() + settings.response_header_timeout;
         let mut fresh_only = false;
@@ -225,16 +223,13 @@ impl ConnPool {
                 None => match Box::pin(self.connect(settings)).await {
                     Ok(io) => H1Conn::new(io),
                     Err(error) => {
-                        let unsent = Some(Request::from_parts(parts, body));
+                        let unsent = Some(body);
                         return Err(SendError { error, unsent });
                     }
                 },
             };
-            let bytes = if conn.is_reused() {
-                head.clone()
-            } else {
-                std::mem::take(&mut head)
-            };
+            // Encoded again only for the rare second try after a stale close.
+            let bytes = head.take().unwrap_or_else(|| encode_head(&parts));
             let sent = h1::exchange(
                 conn,
                 bytes,
@@ -386,6 +381,34 @@ impl ConnPool {
 
 fn prune(idle: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) {
     idle.retain(|e| now.duration_since(e.since) < idle_timeout);
+}
+
+/// A copy of a request head for the HTTP/2 client, which takes its
+/// request by value (extensions are weir's own and stay behind).
+fn head_copy(head: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req.into_parts().0
+}
+
+/// The request head for an HTTP/1.1 endpoint, in a pooled write buffer.
+fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
+    let mut head = super::buffers::take_write();
+    let fields = codec::Fields {
+        headers: &parts.headers,
+        case: parts.extensions.get::<codec::HeaderCase>(),
+    };
+    codec::encode_request_head(
+        &parts.method,
+        &parts.uri,
+        Version::HTTP_11,
+        fields,
+        &mut head,
+    );
+    head
 }
 
 /// Sets the request's framing fields from its body: a known length goes as

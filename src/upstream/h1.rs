@@ -301,7 +301,10 @@ impl Attempt {
         *response.status_mut() = status;
         *response.version_mut() = version;
         *response.headers_mut() = headers;
-        response.extensions_mut().insert(case);
+        // Most heads need none (see `HeaderCase`); an extension costs a map.
+        if !case.is_empty() {
+            response.extensions_mut().insert(case);
+        }
         response
     }
 }
