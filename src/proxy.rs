@@ -46,7 +46,7 @@ use crate::upstream::{Backend, Lease, Pool, SendError};
 use host::RawHost;
 
 /// Per-connection context of a traffic listener.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnCtx {
     /// Shared state.
     pub shared: Arc<Shared>,
@@ -56,8 +56,10 @@ pub struct ConnCtx {
     pub client_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
-    /// Idle tracking for the connection watchdog.
-    pub activity: Arc<Activity>,
+    /// Idle tracking for the HTTP/2 connection watchdog; `None` on
+    /// HTTP/1.1 connections, whose driver times its own idle gaps (and
+    /// which then carry no tracker, nor its per-request bookkeeping).
+    pub activity: Option<Arc<Activity>>,
     /// URI and body limits (`crate::limits`).
     pub limits: crate::limits::RequestLimits,
 }
@@ -130,9 +132,9 @@ impl Activity {
         Some(self.epoch + Duration::from_millis(ms))
     }
 
-    fn enter(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        ActiveGuard(Arc::clone(self))
+    fn enter(this: &Arc<Self>) -> ActiveGuard {
+        this.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(Arc::clone(this))
     }
 }
 
@@ -169,7 +171,7 @@ impl Drop for ActiveGuard {
 
 /// What the access log and metrics need once a response is over.
 struct Record {
-    _active: ActiveGuard,
+    _active: Option<ActiveGuard>,
     shared: Arc<Shared>,
     log: bool,
     start: Instant,
@@ -227,12 +229,16 @@ pub async fn handle(
     let start = Instant::now();
     let request_id = hdr::incoming_request_id(req.headers()).unwrap_or_else(hdr::new_request_id);
     let downstream_version = req.version();
-    let mut stream_end = (downstream_version == Version::HTTP_2).then(|| StreamEnd {
-        activity: &ctx.activity,
-        answered: false,
-    });
+    let mut stream_end = ctx
+        .activity
+        .as_deref()
+        .filter(|_| downstream_version == Version::HTTP_2)
+        .map(|activity| StreamEnd {
+            activity,
+            answered: false,
+        });
     let mut record = Record {
-        _active: ctx.activity.enter(),
+        _active: ctx.activity.as_ref().map(Activity::enter),
         shared: Arc::clone(&ctx.shared),
         log: false,
         start,
