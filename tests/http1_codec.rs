@@ -19,8 +19,9 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use proptest::prelude::*;
 use weir::http1::{
-    encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, Fields,
-    parse_request, BodyDecoder, BodyFraming, Chunk, HeaderCase, Limits, ResponseFraming, CHUNK_END,
+    encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head,
+    parse_request, BodyDecoder, BodyFraming, Chunk, Fields, HeaderCase, Limits, ResponseFraming,
+    CHUNK_END,
 };
 
 /// Fields the codec treats specially; kept out of the random ones so the

@@ -207,13 +207,23 @@ fn request_head_keeps_spellings() {
 
 #[test]
 fn names_without_a_recorded_spelling_go_out_in_title_case() {
-    let headers = map(&[("x-forwarded-for", "1.2.3.4"), ("etag", "\"a\""), ("te", "trailers")]);
+    let headers = map(&[
+        ("x-forwarded-for", "1.2.3.4"),
+        ("etag", "\"a\""),
+        ("te", "trailers"),
+    ]);
     let mut dst = Vec::new();
     let fields = Fields {
         headers: &headers,
         case: Some(&HeaderCase::default()),
     };
-    encode_request_head(&Method::GET, &Uri::from_static("/"), Version::HTTP_11, fields, &mut dst);
+    encode_request_head(
+        &Method::GET,
+        &Uri::from_static("/"),
+        Version::HTTP_11,
+        fields,
+        &mut dst,
+    );
     assert_eq!(
         String::from_utf8(dst).unwrap(),
         "GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nEtag: \"a\"\r\nTe: trailers\r\n\r\n"
@@ -232,7 +242,15 @@ fn response_names_keep_their_recorded_spelling() {
         headers: &headers,
         case: Some(&case),
     };
-    encode_response_head(StatusCode::OK, fields, ResponseFraming::Length(0), true, Version::HTTP_11, DATE_TEXT, &mut dst);
+    encode_response_head(
+        StatusCode::OK,
+        fields,
+        ResponseFraming::Length(0),
+        true,
+        Version::HTTP_11,
+        DATE_TEXT,
+        &mut dst,
+    );
     assert_eq!(
         String::from_utf8(dst).unwrap(),
         "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nx-b: 1\r\nX-B: 2\r\nContent-Length: 0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"

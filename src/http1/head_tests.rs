@@ -628,7 +628,9 @@ fn header_case_is_preserved() {
 
 #[test]
 fn a_title_case_head_records_no_spelling() {
-    let head = ok(&get_with("User-Agent: t\r\nX-Forwarded-For: 1.2.3.4\r\nA: b\r\n"));
+    let head = ok(&get_with(
+        "User-Agent: t\r\nX-Forwarded-For: 1.2.3.4\r\nA: b\r\n",
+    ));
     assert!(head.case.is_empty());
     // One other spelling: every name is recorded.
     let head = ok(&get_with("User-Agent: t\r\nx-forwarded-For: 1.2.3.4\r\n"));
@@ -644,7 +646,14 @@ fn title_case_is_told_apart() {
     for yes in ["Host", "X-Forwarded-For", "A", "X-1-Z", "Www-Authenticate"] {
         assert!(super::is_title_case(yes.as_bytes()), "{yes}");
     }
-    for no in ["host", "HOST", "X-forwarded-For", "x", "ETag", "WWW-Authenticate"] {
+    for no in [
+        "host",
+        "HOST",
+        "X-forwarded-For",
+        "x",
+        "ETag",
+        "WWW-Authenticate",
+    ] {
         assert!(!super::is_title_case(no.as_bytes()), "{no}");
     }
 }

@@ -172,7 +172,8 @@ impl<T: Transport> Connection<T> {
                 return After::Refused;
             }
         };
-        Exchange::new(head).run(self).await
+        let mut exchange = Exchange::new(head);
+        exchange.run(self).await
     }
 
     /// Waits for the next request's first byte: `false` when the
@@ -348,7 +349,10 @@ impl Exchange {
         }
     }
 
-    async fn run<T: Transport>(mut self, conn: &mut Connection<T>) -> After {
+    // `&mut self`, here and in `respond`: an async fn's future stores each
+    // by-value argument twice (as passed and as moved into its local), and
+    // copies it from one to the other when first polled.
+    async fn run<T: Transport>(&mut self, conn: &mut Connection<T>) -> After {
         let Some(head) = self.head.take() else {
             return After::Close;
         };
@@ -424,7 +428,7 @@ impl Exchange {
 
     /// Writes the response (or hands over to a tunnel).
     async fn respond<T: Transport>(
-        mut self,
+        &mut self,
         conn: &mut Connection<T>,
         out: &mut Vec<u8>,
         response: Response<ResponseBody>,

@@ -150,7 +150,9 @@ impl ConnPool {
         match self.protocol {
             UpstreamProtocol::H2c => {
                 let req = Request::from_parts(head_copy(head), body);
-                Ok(Box::pin(self.send_h2(req, settings)).await?.map(UpstreamBody::H2))
+                Ok(Box::pin(self.send_h2(req, settings))
+                    .await?
+                    .map(UpstreamBody::H2))
             }
             UpstreamProtocol::Http1 => self.send_h1(head, body, settings).await,
         }
