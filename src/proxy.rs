@@ -482,7 +482,9 @@ async fn first_body(
     let received = &pool.metrics().received_bytes;
     Ok(match replayable_body(body, max, received, limits).await? {
         Ok(bytes) => {
-            let replay = Replay { body: bytes.clone() };
+            let replay = Replay {
+                body: bytes.clone(),
+            };
             (
                 RequestBody::Full((!bytes.is_empty()).then_some(bytes)),
                 Some(replay),

@@ -48,6 +48,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::future::Either;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -339,9 +340,11 @@ struct Conn {
 /// Runs the TLS handshake if the listener has TLS, then serves the
 /// connection. Counted as open from accept to close, handshake included.
 ///
-/// Not an `async fn`: its future would hold each argument twice (as given
-/// and as moved into a local) for the connection's whole life; an `async
-/// move` block that uses what it captured in place holds them once.
+/// Not an `async fn`, and each branch its own future: a task is as large
+/// as its future's largest state for the connection's whole life, and an
+/// async fn (or block) keeps every argument it captured in every state.
+/// The plain branch captures only the boxed wait for the first bytes,
+/// which hands the stream back; serving it then holds it once.
 fn accept_connection(
     stream: TcpStream,
     slot: ConnectionSlot,
@@ -349,30 +352,60 @@ fn accept_connection(
     conn: Conn,
 ) -> impl std::future::Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let open = conn.metrics.connections_open.clone();
-    open.inc();
-    async move {
-        match tls {
-            None => match sniff_plain(&stream, &conn).await {
-                // The common case is served inline; the rest are boxed.
-                Some(Protocol::Http1) => serve_http1(stream, BytesMut::new(), conn).await,
-                Some(protocol) => Box::pin(serve_protocol(stream, protocol, conn)).await,
-                None => {}
-            },
-            // Boxed: the TLS handshake and TLS stream make this branch's
-            // future twice the size of the plain one, and every connection
-            // task is as large as its largest branch.
-            Some(tls) => Box::pin(serve_tls(stream, tls, conn)).await,
+    let open = Open::new(&conn.metrics, slot);
+    match tls {
+        None => {
+            let first_bytes = Box::pin(sniff_plain(stream, conn));
+            Either::Left(async move {
+                // Bound by `let`, not matched on: a match keeps its
+                // scrutinee (the stream and settings) for its whole arm.
+                let Some((stream, conn, protocol)) = first_bytes.await else {
+                    drop(open);
+                    return;
+                };
+                match protocol {
+                    // The common case is served inline; the rest are boxed.
+                    Protocol::Http1 => serve_http1(stream, BytesMut::new(), conn).await,
+                    protocol => Box::pin(serve_protocol(stream, protocol, conn)).await,
+                }
+                drop(open);
+            })
         }
-        open.dec();
-        drop(slot);
+        // Boxed: the TLS handshake and TLS stream are far larger.
+        Some(tls) => Either::Right(Box::pin(async move {
+            serve_tls(stream, tls, conn).await;
+            drop(open);
+        })),
+    }
+}
+
+/// An accepted connection: counted in `connections_open` and holding its
+/// slot under the listener's limit until dropped.
+struct Open {
+    gauge: prometheus::IntGauge,
+    _slot: ConnectionSlot,
+}
+
+impl Open {
+    fn new(metrics: &ListenerMetrics, slot: ConnectionSlot) -> Self {
+        metrics.connections_open.inc();
+        Open {
+            gauge: metrics.connections_open.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
 /// Waits for a plain connection's first bytes (bounded like an idle
 /// connection) and looks at them without consuming them. `None`: idle too
 /// long, draining, or closed.
-async fn sniff_plain(stream: &TcpStream, conn: &Conn) -> Option<Protocol> {
+async fn sniff_plain(stream: TcpStream, conn: Conn) -> Option<(TcpStream, Conn, Protocol)> {
     let mut first = [0u8; H2_PREFACE.len()];
     let peeked = tokio::select! {
         r = stream.peek(&mut first) => r.ok(),
@@ -380,7 +413,8 @@ async fn sniff_plain(stream: &TcpStream, conn: &Conn) -> Option<Protocol> {
         _ = conn.drain.cancelled() => None,
     };
     let n = peeked.filter(|n| *n > 0)?;
-    Some(Protocol::sniff(first.get(..n).unwrap_or_default()))
+    let protocol = Protocol::sniff(first.get(..n).unwrap_or_default());
+    Some((stream, conn, protocol))
 }
 
 async fn serve_tls(stream: TcpStream, tls: Arc<tls::TlsRuntime>, conn: Conn) {
@@ -654,7 +688,7 @@ mod tests {
         let task = accept_connection(stream, slot, None, conn);
         let task_size = std::mem::size_of_val(&task);
         eprintln!("connection task future: {task_size} B; HTTP/1.1 driver: {serve_size} B");
-        assert!(task_size <= 768, "connection task future is {task_size} B");
+        assert!(task_size <= 512, "connection task future is {task_size} B");
     }
 
     #[test]
