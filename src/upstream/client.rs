@@ -209,7 +209,7 @@ impl ConnPool {
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let framing = request_framing(&mut parts.headers, &body);
-        let mut head = Some(encode_head(&parts));
+        let mut head = Some(encode_head(parts));
         let limits = codec::Limits::default();
         let deadline = Instant::now() + settings.response_header_timeout;
         let mut fresh_only = false;
@@ -231,7 +231,7 @@ impl ConnPool {
                 },
             };
             // Encoded again only for the rare second try after a stale close.
-            let bytes = head.take().unwrap_or_else(|| encode_head(&parts));
+            let bytes = head.take().unwrap_or_else(|| encode_head(parts));
             let sent = h1::exchange(
                 conn,
                 bytes,
