@@ -122,6 +122,15 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A message's fields with the spellings its parser recorded, which
+    /// travel as a [`HeaderCase`] in the message's extensions.
+    pub fn of(headers: &'a HeaderMap, extensions: &'a http::Extensions) -> Self {
+        Self {
+            headers,
+            case: extensions.get::<HeaderCase>(),
+        }
+    }
+
     /// Writes each field but those `skip` refuses, the nth line of a name
     /// with the nth spelling recorded for it.
     fn write(self, skip: impl Fn(&HeaderName) -> bool, dst: &mut Vec<u8>) {

@@ -446,10 +446,7 @@ impl Exchange {
             && !asks_close(&parts.headers)
             && !conn.drain.is_cancelled();
         let date = codec::http_date();
-        let fields = codec::Fields {
-            headers: &parts.headers,
-            case: parts.extensions.get::<codec::HeaderCase>(),
-        };
+        let fields = codec::Fields::of(&parts.headers, &parts.extensions);
         codec::encode_response_head(
             parts.status,
             fields,
@@ -515,10 +512,7 @@ async fn write_switching<T: Transport>(
     parts: &http::response::Parts,
 ) -> io::Result<()> {
     out.clear();
-    let fields = codec::Fields {
-        headers: &parts.headers,
-        case: parts.extensions.get::<codec::HeaderCase>(),
-    };
+    let fields = codec::Fields::of(&parts.headers, &parts.extensions);
     codec::encode_response_head(
         StatusCode::SWITCHING_PROTOCOLS,
         fields,

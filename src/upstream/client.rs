@@ -399,10 +399,7 @@ fn head_copy(head: &http::request::Parts) -> http::request::Parts {
 /// The request head for an HTTP/1.1 endpoint, in a pooled write buffer.
 fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
     let mut head = super::buffers::take_write();
-    let fields = codec::Fields {
-        headers: &parts.headers,
-        case: parts.extensions.get::<codec::HeaderCase>(),
-    };
+    let fields = codec::Fields::of(&parts.headers, &parts.extensions);
     codec::encode_request_head(
         &parts.method,
         &parts.uri,
