@@ -276,7 +276,14 @@ pub async fn handle(
             error_response(&err, &request_id)
         }
     };
-    if downstream_version != Version::HTTP_2 {
+    if downstream_version == Version::HTTP_2 {
+        // Only the HTTP/1.1 encoder writes raw fields (see `RawFields`).
+        let (mut parts, mut body) = response.into_parts();
+        if let Some(raw) = body.take_raw_fields() {
+            hdr::materialize(&mut parts, raw);
+        }
+        response = Response::from_parts(parts, body);
+    } else {
         *response.version_mut() = Version::HTTP_11;
     }
     record.status = response.status();
@@ -538,7 +545,7 @@ async fn attempts(
             tried: &mut tried,
             current: lease.backend().addr(),
             now,
-            headers: exchange.headers(),
+            exchange: &exchange,
         };
         let (reason, wait, endpoint) =
             match retry::decide_retry(&attempt, &pool.settings().retries, &mut env) {
@@ -652,9 +659,11 @@ impl Exchange {
         }
     }
 
-    fn headers(&self) -> Option<&http::HeaderMap> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
-            Exchange::Response(res) => Some(res.headers()),
+            Exchange::Response(res) => {
+                retry::retry_after(crate::upstream::body::response_field(res, &header::RETRY_AFTER)?)
+            }
             Exchange::Failed { .. } => None,
         }
     }
@@ -749,14 +758,14 @@ struct PoolRetry<'a> {
     tried: &'a mut Vec<SocketAddr>,
     current: SocketAddr,
     now: Instant,
-    headers: Option<&'a http::HeaderMap>,
+    exchange: &'a Exchange,
 }
 
 impl RetryEnv for PoolRetry<'_> {
     type Endpoint = Lease;
 
     fn retry_after(&self) -> Option<Duration> {
-        self.headers.and_then(retry::retry_after)
+        self.exchange.retry_after()
     }
 
     fn another_endpoint(&mut self) -> Option<Lease> {
@@ -847,18 +856,26 @@ fn respond(
     request_id: &HeaderValue,
     connect: crate::upstream::ConnectSettings,
 ) -> Response<ResponseBody> {
-    let Answered {
-        mut response,
-        lease,
-    } = answered;
+    let Answered { response, lease } = answered;
     let tunnel = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    hdr::strip_hop_by_hop(headers, tunnel);
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    if tunnel {
+        // The switch's Upgrade and Connection fields are put back by the
+        // map's strip, so it gets a map.
+        if let Some(raw) = body.take_raw_fields() {
+            hdr::materialize(&mut parts, raw);
+        }
+    } else if let Some(raw) = body.raw_fields_mut() {
+        hdr::strip_hop_by_hop_raw(raw);
+        raw.remove(X_REQUEST_ID.as_str());
+    }
+    hdr::strip_hop_by_hop(&mut parts.headers, tunnel);
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     if tunnel {
         if let UpstreamBody::H1(body) = body {
-            if let Some((io, early)) = body.into_tunnel() {
+            if let Some((io, early)) = (*body).into_tunnel() {
                 parts.extensions.insert(Tunnel::new(io, early, lease));
             }
         }

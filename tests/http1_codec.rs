@@ -8,6 +8,9 @@
 //!   trailers, and leave the bytes after the body alone;
 //! - response heads: `encode_response_head` parsed by httparse (an
 //!   independent parser) gives the status, every field, and the framing's;
+//! - an endpoint's response fields: `parse_response` → raw lines →
+//!   `encode_response_head` → `parse_response` gives every line back byte
+//!   for byte (spelling, order, duplicates), then the framing and Date;
 //! - arbitrary bytes (random, and valid requests with bytes flipped) give
 //!   a head or an error, never a panic, and the body decoder after them
 //!   always makes progress (the fuzz target's invariants, on stable).
@@ -20,9 +23,17 @@ use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use proptest::prelude::*;
 use weir::http1::{
     encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head,
-    parse_request, BodyDecoder, BodyFraming, Chunk, Fields, HeaderCase, Limits, ResponseFraming,
-    CHUNK_END,
+    parse_request, parse_response, BodyDecoder, BodyFraming, Chunk, Fields, HeaderCase, Limits,
+    ResponseFraming, ResponseHead, ResponseScan, CHUNK_END,
 };
+
+fn parse_endpoint_response(wire: &[u8]) -> ResponseHead {
+    let mut buf = BytesMut::from(wire);
+    let mut scan = ResponseScan::default();
+    parse_response(&mut buf, &Limits::default(), &Method::GET, &mut scan)
+        .unwrap()
+        .unwrap()
+}
 
 /// Fields the codec treats specially; kept out of the random ones so the
 /// round trip is plain.
@@ -131,7 +142,7 @@ proptest! {
         let headers = to_map(&all, &mut case);
         let uri: Uri = path.parse().unwrap();
         let mut wire = Vec::new();
-        encode_request_head(&method, &uri, version, Fields { headers: &headers, case: Some(&case) }, &mut wire);
+        encode_request_head(&method, &uri, version, Fields { headers: &headers, case: Some(&case), raw: None }, &mut wire);
         wire.extend_from_slice(b"after");
 
         let mut buf = BytesMut::from(&wire[..]);
@@ -199,6 +210,42 @@ proptest! {
         prop_assert_eq!(got_trailers, expected);
         buf.extend_from_slice(&wire[fed..]);
         prop_assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn endpoint_fields_pass_through_byte_for_byte(
+        fields in fields(12),
+        len in any::<u64>(),
+        date in any::<bool>(),
+    ) {
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for (name, value) in &fields {
+            wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if date {
+            wire.extend_from_slice(b"dAtE: Mon, 07 Nov 1994 08:49:37 GMT\r\n");
+        }
+        wire.extend_from_slice(format!("content-length: {len}\r\nConnection: keep-alive\r\n\r\n").as_bytes());
+        let head = parse_endpoint_response(&wire);
+        let mut out = Vec::new();
+        let none = HeaderMap::new();
+        let fields_out = Fields::new(&none).with_raw(Some(&head.headers));
+        let ours = b"Sun, 06 Nov 1994 08:49:37 GMT";
+        encode_response_head(head.status, fields_out, ResponseFraming::Length(len), true, Version::HTTP_11, ours, &mut out);
+        let back = parse_endpoint_response(&out);
+        let received: Vec<(&[u8], &[u8])> = back.headers.iter().collect();
+        let mut expected: Vec<(&[u8], &[u8])> = head
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length") && !n.eq_ignore_ascii_case(b"connection"))
+            .collect();
+        let len_text = len.to_string();
+        expected.push((b"Content-Length", len_text.as_bytes()));
+        if !date {
+            expected.push((b"Date", ours));
+        }
+        prop_assert_eq!(received, expected);
+        prop_assert!(back.keep_alive);
     }
 
     #[test]

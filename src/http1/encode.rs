@@ -16,6 +16,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version};
 
 use super::head::HeaderCase;
+use super::raw::RawFields;
 
 /// How a response body goes on the wire (RFC 9112 §6.1–6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +112,9 @@ pub struct Fields<'a> {
     pub headers: &'a HeaderMap,
     /// Spellings recorded by the parser; `None` or empty: Title-Case.
     pub case: Option<&'a HeaderCase>,
+    /// Lines kept as received (an endpoint's response), written before
+    /// `headers`.
+    pub raw: Option<&'a RawFields>,
 }
 
 impl<'a> Fields<'a> {
@@ -119,6 +123,7 @@ impl<'a> Fields<'a> {
         Self {
             headers,
             case: None,
+            raw: None,
         }
     }
 
@@ -128,12 +133,27 @@ impl<'a> Fields<'a> {
         Self {
             headers,
             case: extensions.get::<HeaderCase>(),
+            raw: None,
         }
     }
 
-    /// Writes each field but those `skip` refuses, the nth line of a name
-    /// with the nth spelling recorded for it.
-    fn write(self, skip: impl Fn(&HeaderName) -> bool, dst: &mut Vec<u8>) {
+    /// The same fields after the lines of `raw`.
+    pub fn with_raw(self, raw: Option<&'a RawFields>) -> Self {
+        Self { raw, ..self }
+    }
+
+    /// Whether a field is named `name` (lowercase), in either part.
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.headers.contains_key(name) || self.raw.is_some_and(|r| r.contains(name.as_str()))
+    }
+
+    /// Writes each field but those `skip` refuses (the raw lines first,
+    /// as received), the nth line of a name with the nth spelling recorded
+    /// for it.
+    fn write(self, skip: impl Fn(&[u8]) -> bool, dst: &mut Vec<u8>) {
+        if let Some(raw) = self.raw {
+            raw.write(&skip, dst);
+        }
         let case = self.case.filter(|c| !c.is_empty());
         let mut previous: Option<&HeaderName> = None;
         let mut nth = 0;
@@ -143,7 +163,7 @@ impl<'a> Fields<'a> {
                 nth = if previous == Some(name) { nth + 1 } else { 0 };
                 previous = Some(name);
             }
-            if skip(name) {
+            if skip(name.as_str().as_bytes()) {
                 continue;
             }
             match case.and_then(|c| c.spelling(name, nth)) {
@@ -185,10 +205,10 @@ pub fn encode_response_head(
     let keep_length =
         framing == ResponseFraming::NoBody && !interim && status != StatusCode::NO_CONTENT;
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let skip = |name: &HeaderName| {
-        name == TRANSFER_ENCODING
-            || (name == CONTENT_LENGTH && !keep_length)
-            || (name == CONNECTION && !switching)
+    let skip = |name: &[u8]| {
+        name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str().as_bytes())
+            || (!keep_length && name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()))
+            || (!switching && name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()))
     };
     fields.write(skip, dst);
     match framing {
@@ -207,7 +227,7 @@ pub fn encode_response_head(
             dst.extend_from_slice(b"Connection: keep-alive\r\n");
         }
     }
-    if !fields.headers.contains_key(DATE) {
+    if !fields.contains(&DATE) {
         push_field(b"Date", date, dst);
     }
     dst.extend_from_slice(b"\r\n");

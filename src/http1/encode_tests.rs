@@ -196,6 +196,7 @@ fn request_head_keeps_spellings() {
         Fields {
             headers: &headers,
             case: Some(&case),
+            raw: None,
         },
         &mut dst,
     );
@@ -216,6 +217,7 @@ fn names_without_a_recorded_spelling_go_out_in_title_case() {
     let fields = Fields {
         headers: &headers,
         case: Some(&HeaderCase::default()),
+        raw: None,
     };
     encode_request_head(
         &Method::GET,
@@ -241,6 +243,7 @@ fn response_names_keep_their_recorded_spelling() {
     let fields = Fields {
         headers: &headers,
         case: Some(&case),
+        raw: None,
     };
     encode_response_head(
         StatusCode::OK,
@@ -254,6 +257,32 @@ fn response_names_keep_their_recorded_spelling() {
     assert_eq!(
         String::from_utf8(dst).unwrap(),
         "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nx-b: 1\r\nX-B: 2\r\nContent-Length: 0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+    );
+}
+
+#[test]
+fn raw_fields_go_first_as_received_without_their_framing_fields() {
+    let mut buf = bytes::BytesMut::from(
+        &b"HTTP/1.1 200 OK\r\nserver: s\r\ncontent-LENGTH: 3\r\nDATE: d\r\nConnection: x\r\n\r\n"[..],
+    );
+    let scan = &mut crate::http1::ResponseScan::default();
+    let head = crate::http1::parse_response(&mut buf, &crate::http1::Limits::default(), &Method::GET, scan)
+        .unwrap()
+        .unwrap();
+    let added = map(&[("x-request-id", "7")]);
+    let mut dst = Vec::new();
+    encode_response_head(
+        StatusCode::OK,
+        Fields::new(&added).with_raw(Some(&head.headers)),
+        ResponseFraming::Length(3),
+        true,
+        Version::HTTP_11,
+        DATE_TEXT,
+        &mut dst,
+    );
+    assert_eq!(
+        String::from_utf8(dst).unwrap(),
+        "HTTP/1.1 200 OK\r\nserver: s\r\nDATE: d\r\nX-Request-Id: 7\r\nContent-Length: 3\r\n\r\n"
     );
 }
 

@@ -450,7 +450,7 @@ fn build_head(head: &Bytes, fields: usize) -> Result<RequestHead, HeadError> {
 
 /// Copies the parsed fields into a map (values zero-copy) and records
 /// their spellings and what the special ones say.
-pub(super) fn collect_fields(
+fn collect_fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {

@@ -45,8 +45,11 @@
 //!
 //! # Cost
 //!
-//! Parsing allocates the `HeaderMap` and the spelling list and nothing
-//! else: values and spellings are zero-copy slices of the read buffer,
+//! Parsing a request allocates the `HeaderMap` and the spelling list and
+//! nothing else: values and spellings are zero-copy slices of the read
+//! buffer. A response head is not copied into a map at all: its lines stay
+//! where they arrived, indexed by [`RawFields`], and go back out as they
+//! came unless an HTTP/2 client or a protocol switch needs a map;
 //! httparse's slots live on the stack, and body data is split off the
 //! buffer. Incomplete input is never rescanned: [`BodyDecoder`] and
 //! [`parse_request_resumed`] remember how far they looked, so a peer that
@@ -57,6 +60,7 @@ mod encode;
 mod fields;
 mod head;
 mod lines;
+mod raw;
 mod response;
 
 pub use body::{BodyDecoder, Chunk, ChunkedDecoder, FramingError};
@@ -68,4 +72,5 @@ pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
     RequestHead,
 };
+pub use raw::RawFields;
 pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};

@@ -22,12 +22,13 @@
 //! tunnel; chunked; a length; otherwise the body runs to the close.
 
 use bytes::{Bytes, BytesMut};
-use http::header::TRANSFER_ENCODING;
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use memchr::memchr;
 
 use super::body::BodyDecoder;
-use super::head::{collect_fields, with_header_slots, BodyFraming, HeadError, HeaderCase, Limits};
+use super::fields::ConnectionTokens;
+use super::head::{with_header_slots, BodyFraming, HeadError, Limits};
+use super::raw::RawFields;
 use super::{fields, lines::BlockScan};
 
 /// Why an endpoint's response head was refused.
@@ -105,10 +106,9 @@ pub struct ResponseHead {
     pub version: Version,
     /// The reason phrase as sent (may be empty).
     pub reason: Bytes,
-    /// The fields (identical duplicate `Content-Length`s collapsed).
-    pub headers: HeaderMap,
-    /// The fields' spellings.
-    pub case: HeaderCase,
+    /// The fields as received (identical duplicate `Content-Length`s
+    /// collapsed): slices of the head, see [`RawFields`].
+    pub headers: RawFields,
     /// The body's framing.
     pub body: UpstreamFraming,
     /// The connection may carry another request after this response.
@@ -189,23 +189,18 @@ fn build(head: &Bytes, fields: usize, method: &Method) -> Result<ResponseHead, R
     let (version, status, reason) = status_line(head.get(..line_end).unwrap_or_default())?;
     let reason = fields::sub_bytes(head, reason).unwrap_or_default();
     let block = head.get(line_end + 2..).unwrap_or_default();
-    let (headers, case, specials) =
-        with_header_slots(fields, |slots| {
-            match httparse::parse_headers(block, slots) {
-                Ok(httparse::Status::Complete((_, parsed))) => {
-                    collect_fields(head, parsed).map_err(ResponseError::from)
-                }
-                Ok(httparse::Status::Partial) => {
-                    Err(ResponseError::Malformed("incomplete field section"))
-                }
-                Err(httparse::Error::TooManyHeaders) => Err(ResponseError::TooManyHeaders),
-                Err(httparse::Error::HeaderName) => {
-                    Err(ResponseError::Malformed("invalid field name"))
-                }
-                Err(_) => Err(ResponseError::Malformed("invalid field value")),
+    let (headers, specials) = with_header_slots(fields, |slots| {
+        match httparse::parse_headers(block, slots) {
+            Ok(httparse::Status::Complete((_, parsed))) => collect(head, parsed),
+            Ok(httparse::Status::Partial) => {
+                Err(ResponseError::Malformed("incomplete field section"))
             }
-        })?;
-    let body = framing(method, status, &headers, specials.content_length)?;
+            Err(httparse::Error::TooManyHeaders) => Err(ResponseError::TooManyHeaders),
+            Err(httparse::Error::HeaderName) => Err(ResponseError::Malformed("invalid field name")),
+            Err(_) => Err(ResponseError::Malformed("invalid field value")),
+        }
+    })?;
+    let body = framing(method, status, &specials)?;
     let conn = specials.connection;
     let keep_alive = !conn.close
         && (version == Version::HTTP_11 || conn.keep_alive)
@@ -215,21 +210,59 @@ fn build(head: &Bytes, fields: usize, method: &Method) -> Result<ResponseHead, R
         version,
         reason,
         headers,
-        case,
         body,
         keep_alive,
     })
+}
+
+/// What the framing fields of a response said.
+#[derive(Default)]
+struct Specials<'h> {
+    content_length: Option<u64>,
+    transfer_encoding: Option<&'h [u8]>,
+    connection: ConnectionTokens,
+}
+
+/// Indexes the parsed lines (httparse checked names and values with the
+/// same byte rules as `HeaderName` and `HeaderValue`) and reads the
+/// framing fields on the way.
+fn collect<'h>(
+    head: &Bytes,
+    parsed: &[httparse::Header<'h>],
+) -> Result<(RawFields, Specials<'h>), ResponseError> {
+    let mut raw = RawFields::with_capacity(head.clone(), parsed.len());
+    let mut specials = Specials::default();
+    for field in parsed {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = fields::content_length(field.value)?;
+            match specials.content_length {
+                None => specials.content_length = Some(n),
+                Some(first) if first == n => continue,
+                Some(_) => return Err(ResponseError::ContentLength("differing values")),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if specials.transfer_encoding.replace(field.value).is_some() {
+                return Err(ResponseError::TransferEncoding("repeated"));
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            specials.connection.add(field.value);
+        }
+        if !raw.push(name, field.value) {
+            return Err(ResponseError::Malformed("field outside the head"));
+        }
+    }
+    Ok((raw, specials))
 }
 
 /// RFC 9112 §6.3's framing rules, in their order.
 fn framing(
     method: &Method,
     status: StatusCode,
-    headers: &HeaderMap,
-    content_length: Option<u64>,
+    specials: &Specials<'_>,
 ) -> Result<UpstreamFraming, ResponseError> {
-    let te = headers.get(TRANSFER_ENCODING);
-    if te.is_some() && content_length.is_some() {
+    let te = specials.transfer_encoding;
+    if te.is_some() && specials.content_length.is_some() {
         return Err(ResponseError::TransferEncoding("with Content-Length"));
     }
     if status == StatusCode::SWITCHING_PROTOCOLS
@@ -245,10 +278,12 @@ fn framing(
         return Ok(UpstreamFraming::NoBody);
     }
     if let Some(te) = te {
-        fields::transfer_encoding(te.as_bytes()).map_err(ResponseError::from)?;
+        fields::transfer_encoding(te).map_err(ResponseError::from)?;
         return Ok(UpstreamFraming::Chunked);
     }
-    Ok(content_length.map_or(UpstreamFraming::Close, UpstreamFraming::Length))
+    Ok(specials
+        .content_length
+        .map_or(UpstreamFraming::Close, UpstreamFraming::Length))
 }
 
 #[cfg(test)]

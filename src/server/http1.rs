@@ -433,7 +433,7 @@ impl Exchange {
         out: &mut Vec<u8>,
         response: Response<ResponseBody>,
     ) -> After {
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         if let Some(tunnel) = parts.extensions.remove::<Tunnel>() {
             return write_switching(conn, out, &parts)
                 .await
@@ -445,17 +445,22 @@ impl Exchange {
             && codec::keep_alive_after(true, framing)
             && !asks_close(&parts.headers)
             && !conn.drain.is_cancelled();
-        let date = codec::http_date();
-        let fields = codec::Fields::of(&parts.headers, &parts.extensions);
-        codec::encode_response_head(
-            parts.status,
-            fields,
-            framing,
-            keep,
-            self.version,
-            &date,
-            out,
-        );
+        {
+            // An HTTP/1.1 endpoint's fields, as received, go first; a
+            // block, so that they are not kept while the body streams.
+            let raw = body.take_raw_fields();
+            let fields =
+                codec::Fields::of(&parts.headers, &parts.extensions).with_raw(raw.as_ref());
+            codec::encode_response_head(
+                parts.status,
+                fields,
+                framing,
+                keep,
+                self.version,
+                &codec::http_date(),
+                out,
+            );
+        }
         // A final response is on its way: `100 Continue` may not follow.
         if let Some(feed) = self.feed.as_mut() {
             feed.continue_pending = false;

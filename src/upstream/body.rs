@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::h1::H1Body;
+use crate::http1::RawFields;
 use super::pipe::PipeBody;
 use super::{ConnectSettings, Lease};
 use crate::limits::Progress;
@@ -160,8 +161,6 @@ pub struct ResponseBody {
     bytes: u64,
     done: bool,
     lease: Option<Lease>,
-    /// The pool's settings, to give an HTTP/1 connection back with.
-    settings: Option<ConnectSettings>,
     completion: Option<Box<dyn Completion>>,
     progress: Option<Progress>,
     /// Bytes moved since `progress` was last stamped with a time.
@@ -183,7 +182,46 @@ pub enum UpstreamBody {
     /// From an HTTP/2 connection.
     H2(Incoming),
     /// From an HTTP/1.1 connection, which it holds.
-    H1(H1Body),
+    H1(Box<H1Body>),
+}
+
+impl UpstreamBody {
+    /// The response's fields kept as received (an HTTP/1.1 endpoint's);
+    /// `None` for HTTP/2, whose fields are in the response's map.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        match self {
+            UpstreamBody::H1(b) => Some(b.fields()),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+
+    /// The raw fields, to drop some.
+    pub fn raw_fields_mut(&mut self) -> Option<&mut RawFields> {
+        match self {
+            UpstreamBody::H1(b) => Some(b.fields_mut()),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+
+    /// Takes the raw fields out (see [`super::headers::materialize`]).
+    pub fn take_raw_fields(&mut self) -> Option<RawFields> {
+        match self {
+            UpstreamBody::H1(b) => Some(b.take_fields()),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
+/// A field of an endpoint's response, wherever it is kept: the map, else
+/// the raw lines of an HTTP/1.1 endpoint.
+pub fn response_field<'a>(
+    response: &'a http::Response<UpstreamBody>,
+    name: &http::HeaderName,
+) -> Option<&'a [u8]> {
+    match response.headers().get(name) {
+        Some(v) => Some(v.as_bytes()),
+        None => response.body().raw_fields()?.get(name.as_str()),
+    }
 }
 
 impl Body for UpstreamBody {
@@ -235,9 +273,12 @@ impl ResponseBody {
     /// HTTP/1 connection goes back to the pool (with `settings`) if the
     /// exchange left it fit for reuse.
     pub fn upstream(body: UpstreamBody, lease: Option<Lease>, settings: ConnectSettings) -> Self {
+        let mut body = body;
+        if let UpstreamBody::H1(h1) = &mut body {
+            h1.settings = Some(settings);
+        }
         let mut b = ResponseBody::new(Inner::Upstream(body));
         b.lease = lease;
-        b.settings = Some(settings);
         b
     }
 
@@ -247,7 +288,6 @@ impl ResponseBody {
             bytes: 0,
             done: false,
             lease: None,
-            settings: None,
             completion: None,
             progress: None,
             moving: false,
@@ -292,7 +332,7 @@ impl ResponseBody {
         if let (Inner::Upstream(UpstreamBody::H1(body)), Some(lease)) =
             (&mut self.inner, &self.lease)
         {
-            give_back(body, lease, self.settings.as_ref(), complete);
+            give_back(body, lease, complete);
         }
         // Dropping an unfinished HTTP/1 connection closes it: its framing
         // is unknown, so it must not be reused.
@@ -306,7 +346,7 @@ impl ResponseBody {
 /// Returns an HTTP/1 connection to its pool when its response ended
 /// cleanly and it is fit for reuse; counts bytes an endpoint sent after a
 /// complete response (the connection is closed for them).
-fn give_back(body: &mut H1Body, lease: &Lease, settings: Option<&ConnectSettings>, complete: bool) {
+fn give_back(body: &mut H1Body, lease: &Lease, complete: bool) {
     if body.stray_bytes() {
         lease.backend().metrics().stray_bytes.inc();
     }
@@ -316,8 +356,9 @@ fn give_back(body: &mut H1Body, lease: &Lease, settings: Option<&ConnectSettings
     if !complete {
         return;
     }
+    let settings = body.settings.take();
     if let (Some(conn), Some(settings)) = (body.take_reusable(), settings) {
-        lease.backend().conns().release(conn, settings);
+        lease.backend().conns().release(conn, &settings);
     }
 }
 
@@ -367,6 +408,15 @@ impl Body for ResponseBody {
 }
 
 impl ResponseBody {
+    /// Takes out the endpoint's response fields kept as received, for an
+    /// HTTP/1.1 encoder to write before the response's map.
+    pub fn take_raw_fields(&mut self) -> Option<RawFields> {
+        match &mut self.inner {
+            Inner::Upstream(b) => b.take_raw_fields(),
+            Inner::Full(_) => None,
+        }
+    }
+
     fn inner_is_end(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),

@@ -37,7 +37,9 @@ use tokio::io::ReadBuf;
 use super::body::RequestBody;
 use super::wire::{Outgoing, SendFailure};
 use crate::error::{ClientBodyError, ProxyError};
-use crate::http1::{self as codec, BodyDecoder, Chunk, ResponseHead, UpstreamFraming as Framing};
+use crate::http1::{
+    self as codec, BodyDecoder, Chunk, RawFields, ResponseHead, UpstreamFraming as Framing,
+};
 use crate::tls::upstream::MaybeTls;
 
 /// The most a body read asks for at once.
@@ -112,7 +114,7 @@ pub async fn exchange(
     method: &Method,
     limits: &codec::Limits,
     addr: SocketAddr,
-) -> Result<Response<H1Body>, Failure> {
+) -> Result<Response<Box<H1Body>>, Failure> {
     let (chunked, empty) = framing;
     let replay = body.replayable();
     let writer = super::wire::BodyWriter::new(body, chunked, empty);
@@ -268,12 +270,11 @@ impl Attempt {
         head: ResponseHead,
         limits: &codec::Limits,
         addr: SocketAddr,
-    ) -> Response<H1Body> {
+    ) -> Response<Box<H1Body>> {
         let ResponseHead {
             status,
             version,
             headers,
-            case,
             body,
             keep_alive,
             ..
@@ -287,7 +288,7 @@ impl Attempt {
             None => None,
         };
         let reusable = keep_alive && self.write_error.is_none() && body != Framing::Tunnel;
-        let body = H1Body {
+        let body = Box::new(H1Body {
             tunnel: body == Framing::Tunnel,
             decoder: body.decoder(limits),
             conn: Some(self.conn),
@@ -296,15 +297,14 @@ impl Attempt {
             reusable,
             endpoint_fault: false,
             addr,
-        };
+            fields: headers,
+            settings: None,
+        });
+        // The fields stay as received, in the body (see `H1Body::fields`):
+        // the map is left empty for what weir adds.
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        // Most heads need none (see `HeaderCase`); an extension costs a map.
-        if !case.is_empty() {
-            response.extensions_mut().insert(case);
-        }
         response
     }
 }
@@ -332,6 +332,14 @@ pub struct H1Body {
     /// The endpoint's body was malformed, cut short or unreadable.
     endpoint_fault: bool,
     addr: SocketAddr,
+    /// The response's fields as received. They travel with the body, not
+    /// in the response's `HeaderMap`, so that an HTTP/1.1 client gets them
+    /// without a map being built (see `http1::RawFields`); whoever needs a
+    /// map asks [`super::body::materialize`].
+    fields: RawFields,
+    /// The pool's settings, to give the connection back with (set by
+    /// `super::body::ResponseBody::upstream`).
+    pub(super) settings: Option<super::ConnectSettings>,
 }
 
 /// An endpoint's response body failed.
@@ -359,6 +367,21 @@ pub enum H1BodyError {
 }
 
 impl H1Body {
+    /// The response's fields as received (those not yet dropped).
+    pub fn fields(&self) -> &RawFields {
+        &self.fields
+    }
+
+    /// The response's fields, to drop some.
+    pub fn fields_mut(&mut self) -> &mut RawFields {
+        &mut self.fields
+    }
+
+    /// Takes the response's fields out, leaving none.
+    pub fn take_fields(&mut self) -> RawFields {
+        std::mem::take(&mut self.fields)
+    }
+
     /// The connection, if the exchange left it fit for another request.
     /// Bytes after a complete response make it unfit (and are reported).
     pub fn take_reusable(&mut self) -> Option<H1Conn> {

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::http1::RawFields;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto
 /// `Proxy-Connection` and `Keep-Alive`).
 static HOP_BY_HOP: [HeaderName; 7] = [
@@ -100,6 +102,66 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if let Some(v) = upgrade_value {
         headers.insert(header::UPGRADE, v);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// [`strip_hop_by_hop`] for an HTTP/1.1 endpoint's response fields kept
+/// as received (no upgrade: a protocol switch builds a map first).
+pub fn strip_hop_by_hop_raw(fields: &mut RawFields) {
+    // Names the Connection lines list; `keep-alive` and `close`, the usual
+    // tokens, name no other field, so this rarely allocates.
+    let mut named: Vec<Vec<u8>> = Vec::new();
+    for value in fields.get_all(header::CONNECTION.as_str()) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let usual = token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close");
+            if !token.is_empty() && !usual {
+                named.push(token.to_vec());
+            }
+        }
+    }
+    fields.drop_where(|name, value| {
+        (is_hop_by_hop(name) && !is_te_trailers(name, value))
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+    });
+}
+
+/// Whether `name` is in [`HOP_BY_HOP`] (any case); by length first, as
+/// most names are none of them.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |h: &HeaderName| name.eq_ignore_ascii_case(h.as_str().as_bytes());
+    match name.len() {
+        2 | 7 | 10 | 16 | 17 => HOP_BY_HOP.iter().any(is),
+        _ => false,
+    }
+}
+
+/// `TE: trailers`, the one hop-by-hop field kept (see the module docs).
+fn is_te_trailers(name: &[u8], value: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"te") && value.trim_ascii().eq_ignore_ascii_case(b"trailers")
+}
+
+/// Moves an endpoint's raw response fields into `parts`' map, before the
+/// fields already there (what weir added), with their spellings in the
+/// extensions: for an HTTP/2 client, a protocol switch, or anything else
+/// that needs the fields as a map.
+pub fn materialize(parts: &mut http::response::Parts, raw: RawFields) {
+    if raw.is_empty() {
+        return;
+    }
+    let (mut map, case) = raw.into_map();
+    let mut previous = None;
+    for (name, value) in std::mem::take(&mut parts.headers) {
+        // `into_iter` names only the first value of each name.
+        if let Some(name) = name {
+            previous = Some(name);
+        }
+        if let Some(name) = &previous {
+            map.append(name.clone(), value);
+        }
+    }
+    parts.headers = map;
+    if !case.is_empty() {
+        parts.extensions.insert(case);
     }
 }
 
@@ -227,6 +289,58 @@ pub fn new_request_id() -> HeaderValue {
 mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
+
+    /// Response fields as the HTTP/1.1 parser keeps them.
+    fn raw(lines: &str) -> RawFields {
+        let mut buf = bytes::BytesMut::from(format!("HTTP/1.1 200 OK\r\n{lines}\r\n").as_str());
+        let limits = crate::http1::Limits::default();
+        let mut scan = crate::http1::ResponseScan::default();
+        crate::http1::parse_response(&mut buf, &limits, &http::Method::GET, &mut scan)
+            .unwrap()
+            .unwrap()
+            .headers
+    }
+
+    #[test]
+    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+        for h in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(h.as_str().as_bytes()), "{h}");
+            assert!(is_hop_by_hop(h.as_str().to_uppercase().as_bytes()), "{h}");
+        }
+        assert!(!is_hop_by_hop(b"server") && !is_hop_by_hop(b"connectionx"));
+    }
+
+    #[test]
+    fn raw_strip_drops_what_the_map_strip_drops() {
+        let lines = "Connection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+            x-secret: 1\r\nTE: trailers\r\nTrailer: a\r\nProxy-Connection: x\r\n\
+            Upgrade: h2c\r\nServer: s\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n";
+        let mut fields = raw(lines);
+        strip_hop_by_hop_raw(&mut fields);
+        let kept: Vec<(String, String)> = fields
+            .iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into()))
+            .collect();
+        assert_eq!(
+            kept,
+            [("TE", "trailers"), ("Server", "s"), ("Set-Cookie", "a"), ("Set-Cookie", "b")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        let (mut map, _) = raw(lines).into_map();
+        strip_hop_by_hop(&mut map, false);
+        assert_eq!(map, fields.into_map().0);
+    }
+
+    #[test]
+    fn materialize_puts_raw_fields_before_the_added_ones() {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.headers.insert("x-request-id", HeaderValue::from_static("id"));
+        materialize(&mut parts, raw("server: s\r\nVary: a\r\nVary: b\r\n"));
+        let names: Vec<&str> = parts.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["server", "vary", "vary", "x-request-id"]);
+        let case = parts.extensions.get::<crate::http1::HeaderCase>().unwrap();
+        assert_eq!(case.spelling(&header::SERVER, 0), Some(&b"server"[..]));
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
