@@ -253,11 +253,11 @@ pub async fn handle(
         _admission: crate::limits::Admission::default(),
         progress: None,
     };
-    // Boxed: hyper keeps one slot per client connection for the request
-    // future, sized for the largest state, for the connection's whole life.
-    // A small slot plus one allocation per request (reused by the
-    // allocator) keeps idle connections ~4 KiB lighter.
-    let result = Box::pin(forward(&ctx, req, &mut record, &request_id)).await;
+    // Not boxed: each caller already holds this future only while the
+    // request is in flight (the HTTP/1.1 driver boxes its per-request
+    // future, hyper's HTTP/2 server runs each stream as its own task), so
+    // a box here would be a second allocation and a 3 KiB copy per request.
+    let result = forward(&ctx, req, &mut record, &request_id).await;
     if let Some(end) = &mut stream_end {
         end.answered = true;
     }

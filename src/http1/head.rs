@@ -454,9 +454,12 @@ fn collect_fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {
-    // Room for what a proxy adds (forwarding fields, request id, framing)
-    // without growing the map.
-    let mut headers = HeaderMap::with_capacity(parsed.len() + 8);
+    // Room for what the proxy adds (X-Forwarded-For, -Proto, -Host,
+    // X-Request-Id, Via) without growing the map. No more: a one-field
+    // head then gets the 8-slot map (6 entries, 624 bytes), where a larger
+    // one would be the 16-slot map, whose 1.2 KiB of entries is past the
+    // allocator's small-object path.
+    let mut headers = HeaderMap::with_capacity(parsed.len() + 5);
     let keep_case = parsed.iter().any(|f| !is_title_case(f.name.as_bytes()));
     let mut case = HeaderCase {
         names: Vec::with_capacity(if keep_case { parsed.len() } else { 0 }),

@@ -72,5 +72,6 @@ pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
     RequestHead,
 };
+pub use fields::is_reg_name;
 pub use raw::RawFields;
 pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};

@@ -122,22 +122,10 @@ fn valid_host(raw: &str) -> bool {
     host_ok && port.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded octets.
+/// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded octets
+/// (the codec's check, so both sides agree on what a host name is).
 fn valid_reg_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    while let Some(b) = bytes.next() {
-        let ok = match b {
-            b'%' => {
-                let hex = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_hexdigit());
-                hex(bytes.next()) && hex(bytes.next())
-            }
-            _ => b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    crate::http1::is_reg_name(name.as_bytes())
 }
 
 #[cfg(test)]

@@ -366,6 +366,16 @@ pub enum H1BodyError {
     },
 }
 
+/// The read buffer goes back to the pool here rather than when the body
+/// ends: the last data chunk, a slice of the buffer, is still on its way to
+/// the client then, and a buffer whose memory is shared cannot be reused
+/// (it would be freed, and a new one allocated for the next response).
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        super::buffers::give_read(std::mem::take(&mut self.rbuf));
+    }
+}
+
 impl H1Body {
     /// The response's fields as received (those not yet dropped).
     pub fn fields(&self) -> &RawFields {
@@ -398,7 +408,7 @@ impl H1Body {
         }
         let mut conn = self.conn.take()?;
         conn.reused = true;
-        super::buffers::give_read(std::mem::take(&mut self.rbuf));
+        // The read buffer goes back when the body is dropped (see `Drop`).
         Some(conn)
     }
 
