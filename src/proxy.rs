@@ -37,11 +37,12 @@ use tokio::time::Instant;
 use crate::config::{HostHeader, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::health::passive::{self, EjectionReason, Outcome, PassivePolicy};
+use crate::http1::RawFields;
 use crate::metrics::{self, RouteMetrics};
 use crate::retry::{self, Attempt, AttemptResult, RetryDecision, RetryEnv};
 use crate::snapshot::Shared;
 use crate::upstream::body::{ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
-use crate::upstream::headers::{self as hdr, X_REQUEST_ID};
+use crate::upstream::headers::{self as hdr, RequestFields, X_REQUEST_ID};
 use crate::upstream::{Backend, Lease, Pool, SendError};
 use host::RawHost;
 
@@ -222,12 +223,22 @@ impl Completion for Record {
 }
 
 /// The hyper service for one request on a traffic connection.
+///
+/// `raw`: an HTTP/1.1 request's fields as weir's codec received them, kept
+/// out of the request's map (which then holds only what weir adds) so that
+/// they go to an HTTP/1.1 endpoint as they came, without a map built for
+/// them; `None` for HTTP/2 requests, whose fields are all in the map.
 pub async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<ClientBody>,
+    raw: Option<RawFields>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
-    let request_id = hdr::incoming_request_id(req.headers()).unwrap_or_else(hdr::new_request_id);
+    let fields = RequestFields {
+        map: req.headers(),
+        raw: raw.as_ref(),
+    };
+    let request_id = hdr::incoming_request_id(fields).unwrap_or_else(hdr::new_request_id);
     let downstream_version = req.version();
     let mut stream_end = ctx
         .activity
@@ -257,7 +268,7 @@ pub async fn handle(
     // request is in flight (the HTTP/1.1 driver boxes its per-request
     // future, hyper's HTTP/2 server runs each stream as its own task), so
     // a box here would be a second allocation and a 3 KiB copy per request.
-    let result = forward(&ctx, req, &mut record, &request_id).await;
+    let result = forward(&ctx, req, raw, &mut record, &request_id).await;
     if let Some(end) = &mut stream_end {
         end.answered = true;
     }
@@ -300,6 +311,7 @@ pub async fn handle(
 async fn forward(
     ctx: &ConnCtx,
     req: Request<ClientBody>,
+    raw: Option<RawFields>,
     record: &mut Record,
     request_id: &HeaderValue,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -307,11 +319,16 @@ async fn forward(
         pool,
         lease,
         head,
+        raw,
         body,
         plan,
         upgrade,
-    } = prepare(ctx, req, record, request_id).await?;
-    let answered = attempts(&pool, lease, head, body, &plan, record).await?;
+    } = prepare(ctx, req, raw, record, request_id).await?;
+    let sent = Sent {
+        head,
+        raw: raw.as_ref(),
+    };
+    let answered = attempts(&pool, lease, sent, body, &plan, record).await?;
     Ok(respond(
         answered,
         upgrade,
@@ -328,6 +345,9 @@ struct Prepared {
     /// The request head, rewritten for the upstream; every attempt sends
     /// it (re-aimed at its endpoint).
     head: http::request::Parts,
+    /// The client's fields as received (HTTP/1.1), rewritten too; sent
+    /// before those of `head`.
+    raw: Option<RawFields>,
     /// The first attempt's body.
     body: RequestBody,
     plan: Plan,
@@ -351,18 +371,23 @@ struct Plan {
 async fn prepare(
     ctx: &ConnCtx,
     req: Request<ClientBody>,
+    mut raw: Option<RawFields>,
     record: &mut Record,
     request_id: &HeaderValue,
 ) -> Result<Prepared, ProxyError> {
     crate::limits::check_head(&req, &ctx.limits)?;
-    let host = host::request_host(req.uri(), req.headers(), req.version())?;
+    let fields = RequestFields {
+        map: req.headers(),
+        raw: raw.as_ref(),
+    };
+    let host = host::request_host(req.uri(), fields, req.version())?;
     let (pool, via) = route(ctx, &host.routing_name(), req.uri().path(), record)?;
     record.pool = Some(Arc::clone(&pool));
     let (lease, admission) = pool.admit(Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
 
-    let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(req.headers());
+    let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(fields);
     let (mut parts, body) = req.into_parts();
     let target = Target {
         path_and_query: parts
@@ -382,7 +407,13 @@ async fn prepare(
         protocol: settings.protocol,
         upgrade,
     };
-    rewrite_head(&mut parts, &head, target.host_value.clone());
+    rewrite_head(&mut parts, raw.as_mut(), &head, target.host_value.clone());
+    if let Some(raw) = raw
+        .as_mut()
+        .filter(|_| !keeps_client_host(settings, &target))
+    {
+        raw.remove(header::HOST.as_str());
+    }
     let max_attempts = if upgrade {
         1
     } else {
@@ -394,11 +425,21 @@ async fn prepare(
     } else {
         (streamed(body, &pool, &ctx.limits), None)
     };
+    if let Some(raw) = raw.as_mut() {
+        // Each attempt sets the body's framing from the body itself (see
+        // `upstream::client`), in the map: the client's `Content-Length`
+        // stays only where that sets none, an empty body.
+        let declared_empty = body.size_hint().exact() == Some(0) && body.is_end_stream();
+        if !declared_empty {
+            raw.remove(header::CONTENT_LENGTH.as_str());
+        }
+    }
     record.progress = body.progress();
     pool.budget().deposit();
     Ok(Prepared {
         lease,
         head: parts,
+        raw,
         body,
         plan: Plan {
             target,
@@ -447,26 +488,45 @@ struct HeadRewrite<'a> {
 /// [`aim`].)
 fn rewrite_head(
     parts: &mut http::request::Parts,
+    mut raw: Option<&mut RawFields>,
     head: &HeadRewrite<'_>,
     forwarded_host: Option<HeaderValue>,
 ) {
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, head.upgrade);
+    if let Some(raw) = raw.as_deref_mut() {
+        if hdr::strip_hop_by_hop_raw(raw, head.upgrade) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        raw.remove(header::EXPECT.as_str());
+    }
     // The connection driver answers `100 Continue` when the body is first read;
     // the endpoint must not wait for a second round trip.
     headers.remove(header::EXPECT);
-    hdr::add_forwarded(headers, head.client_ip, head.scheme, forwarded_host);
+    hdr::add_forwarded(
+        headers,
+        raw.as_deref_mut(),
+        head.client_ip,
+        head.scheme,
+        forwarded_host,
+    );
     if let Some(pseudonym) = head.via {
         // The version the client spoke, so before it is changed below.
         hdr::add_via(headers, parts.version, pseudonym);
     }
     headers.insert(X_REQUEST_ID.clone(), head.request_id.clone());
+    if let Some(raw) = raw.as_deref_mut() {
+        raw.remove(X_REQUEST_ID.as_str());
+    }
     match head.protocol {
         UpstreamProtocol::Http1 => parts.version = Version::HTTP_11,
         UpstreamProtocol::H2c => {
             parts.version = Version::HTTP_2;
             // HTTP/2 carries the host in `:authority` (RFC 9113 §8.3.1).
             parts.headers.remove(header::HOST);
+            if let Some(raw) = raw {
+                raw.remove(header::HOST.as_str());
+            }
         }
     }
 }
@@ -501,6 +561,13 @@ async fn first_body(
     })
 }
 
+/// What every attempt sends: the rewritten head, and the client's fields
+/// as received (HTTP/1.1) that go before the head's own.
+struct Sent<'a> {
+    head: http::request::Parts,
+    raw: Option<&'a RawFields>,
+}
+
 /// The response an attempt got, with what [`respond`] hands on to the
 /// response body.
 struct Answered {
@@ -514,7 +581,7 @@ struct Answered {
 async fn attempts(
     pool: &Pool,
     mut lease: Lease,
-    mut head: http::request::Parts,
+    mut sent: Sent<'_>,
     first: RequestBody,
     plan: &Plan,
     record: &mut Record,
@@ -531,7 +598,7 @@ async fn attempts(
             // the unsent body or a replay copy in hand.
             (None, None) => return Err(ProxyError::BadRequest("request cannot be replayed")),
         };
-        let (exchange, now) = send_once(pool, &mut lease, &mut head, body, &plan.target).await?;
+        let (exchange, now) = send_once(pool, &mut lease, &mut sent, body, &plan.target).await?;
         let attempt = Attempt {
             result: exchange.retry_result(),
             downstream_started: false,
@@ -576,16 +643,20 @@ async fn attempts(
 async fn send_once(
     pool: &Pool,
     lease: &mut Lease,
-    head: &mut http::request::Parts,
+    request: &mut Sent<'_>,
     body: RequestBody,
     target: &Target,
 ) -> Result<(Exchange, Instant), ProxyError> {
     let backend = Arc::clone(lease.backend());
     let settings = pool.settings();
-    aim(head, &backend, settings, target)?;
+    let raw = request.raw;
+    aim(&mut request.head, raw, &backend, settings, target)?;
     backend.metrics().picks.inc();
     let sent_at = Instant::now();
-    let sent = backend.conns().send(head, body, &settings.connect).await;
+    let conns = backend.conns();
+    let sent = conns
+        .send(&mut request.head, raw, body, &settings.connect)
+        .await;
     let now = Instant::now();
     let exchange = Exchange::from_send(sent)?;
     let rtt = now.saturating_duration_since(sent_at);
@@ -661,9 +732,10 @@ impl Exchange {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Exchange::Response(res) => {
-                retry::retry_after(crate::upstream::body::response_field(res, &header::RETRY_AFTER)?)
-            }
+            Exchange::Response(res) => retry::retry_after(crate::upstream::body::response_field(
+                res,
+                &header::RETRY_AFTER,
+            )?),
             Exchange::Failed { .. } => None,
         }
     }
@@ -794,14 +866,26 @@ struct Target {
 /// Points a request at one endpoint: request target form, `Host` or
 /// `:authority` (which, with `host_header: endpoint`, is the endpoint's own
 /// address and so differs per attempt).
+/// Whether the client's `Host` goes to the endpoint as it is: only when it
+/// is the host routed by. An authority (HTTP/2 `:authority`, an
+/// absolute-form target) wins over it (RFC 9112 §3.2.2), and
+/// `host_header: endpoint` replaces it.
+fn keeps_client_host(settings: &crate::upstream::PoolSettings, target: &Target) -> bool {
+    !uses_endpoint_host(settings, target) && !target.host.is_authority()
+}
+
+fn uses_endpoint_host(settings: &crate::upstream::PoolSettings, target: &Target) -> bool {
+    settings.host_header == HostHeader::Endpoint || target.host.as_str().is_empty()
+}
+
 fn aim(
     req: &mut http::request::Parts,
+    raw: Option<&RawFields>,
     backend: &Backend,
     settings: &crate::upstream::PoolSettings,
     target: &Target,
 ) -> Result<(), ProxyError> {
-    let use_endpoint =
-        settings.host_header == HostHeader::Endpoint || target.host.as_str().is_empty();
+    let use_endpoint = uses_endpoint_host(settings, target);
     let endpoint_authority;
     let authority = if use_endpoint {
         endpoint_authority = backend.addr().to_string();
@@ -817,9 +901,9 @@ fn aim(
             // by: an authority (HTTP/2 `:authority`, an absolute-form
             // target) wins over it (RFC 9112 §3.2.2), and HTTP/1.1 needs
             // the host in `Host`.
-            let keep = !use_endpoint
-                && !target.host.is_authority()
-                && req.headers.contains_key(header::HOST);
+            let client_host = req.headers.contains_key(header::HOST)
+                || raw.is_some_and(|r| r.contains(header::HOST.as_str()));
+            let keep = keeps_client_host(settings, target) && client_host;
             if !keep {
                 let v = match (&target.host_value, use_endpoint) {
                     (Some(v), false) => v.clone(),
@@ -866,7 +950,7 @@ fn respond(
             hdr::materialize(&mut parts, raw);
         }
     } else if let Some(raw) = body.raw_fields_mut() {
-        hdr::strip_hop_by_hop_raw(raw);
+        hdr::strip_hop_by_hop_raw(raw, false);
         raw.remove(X_REQUEST_ID.as_str());
     }
     hdr::strip_hop_by_hop(&mut parts.headers, tunnel);

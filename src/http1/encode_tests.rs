@@ -266,9 +266,14 @@ fn raw_fields_go_first_as_received_without_their_framing_fields() {
         &b"HTTP/1.1 200 OK\r\nserver: s\r\ncontent-LENGTH: 3\r\nDATE: d\r\nConnection: x\r\n\r\n"[..],
     );
     let scan = &mut crate::http1::ResponseScan::default();
-    let head = crate::http1::parse_response(&mut buf, &crate::http1::Limits::default(), &Method::GET, scan)
-        .unwrap()
-        .unwrap();
+    let head = crate::http1::parse_response(
+        &mut buf,
+        &crate::http1::Limits::default(),
+        &Method::GET,
+        scan,
+    )
+    .unwrap()
+    .unwrap();
     let added = map(&[("x-request-id", "7")]);
     let mut dst = Vec::new();
     encode_response_head(

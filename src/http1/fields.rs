@@ -157,6 +157,7 @@ pub fn is_reg_name(host: &[u8]) -> bool {
 }
 
 /// [`is_unreserved_or_sub_delim`] for every byte.
+#[allow(clippy::indexing_slicing, reason = "i < 256, the table's length")]
 static HOST_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;

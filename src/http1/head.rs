@@ -9,11 +9,12 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use http::{HeaderName, Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
 use super::fields::{self, ConnectionTokens};
 use super::lines::BlockScan;
+use super::raw::RawFields;
 
 /// Parser limits (from the listener's `limits:` config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,10 +162,10 @@ pub struct RequestHead {
     pub uri: Uri,
     /// `HTTP_10` or `HTTP_11`.
     pub version: Version,
-    /// Every field.
-    pub headers: HeaderMap,
-    /// The original spelling of the field names.
-    pub case: HeaderCase,
+    /// Every field as received (identical duplicate `Content-Length`s
+    /// collapsed): slices of the head, names in their spelling, see
+    /// [`RawFields`].
+    pub headers: RawFields,
     /// How the body is framed.
     pub body: BodyFraming,
     /// Whether the client wants the connection kept open.
@@ -383,26 +384,27 @@ pub(super) struct Specials {
 impl Specials {
     /// Looks at one field line; `Ok(false)`: a duplicate of an identical
     /// Content-Length, which is not kept.
-    fn see(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, HeadError> {
-        if name == HOST {
+    fn see(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
+        let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        if is(&HOST) {
             self.hosts += 1;
-        } else if name == CONTENT_LENGTH {
+        } else if is(&CONTENT_LENGTH) {
             let n = fields::content_length(value)?;
             match self.content_length {
                 None => self.content_length = Some(n),
                 Some(first) if first == n => return Ok(false),
                 Some(_) => return Err(HeadError::ContentLength("differing values")),
             }
-        } else if name == TRANSFER_ENCODING {
+        } else if is(&TRANSFER_ENCODING) {
             self.transfer_encodings += 1;
             if self.transfer_encodings > 1 {
                 return Err(HeadError::TransferEncoding("repeated"));
             }
-        } else if name == CONNECTION {
+        } else if is(&CONNECTION) {
             self.connection.add(value);
-        } else if name == EXPECT {
+        } else if is(&EXPECT) {
             self.expect_continue |= fields::is_100_continue(value);
-        } else if name == UPGRADE {
+        } else if is(&UPGRADE) {
             self.upgrade_field = true;
         }
         Ok(true)
@@ -433,55 +435,37 @@ fn build_head(head: &Bytes, fields: usize) -> Result<RequestHead, HeadError> {
     let line = request_line(head.get(..line_end).unwrap_or_default())?;
     let uri = request_target(&line.method, line.target, head)?;
     let block = head.get(line_end + 2..).unwrap_or_default();
-    let (headers, case, specials) =
-        with_header_slots(fields, |slots| {
-            match httparse::parse_headers(block, slots) {
-                Ok(httparse::Status::Complete((_, parsed))) => collect_fields(head, parsed),
-                Ok(httparse::Status::Partial) => {
-                    Err(HeadError::Malformed("incomplete field section"))
-                }
-                Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
-                Err(httparse::Error::HeaderName) => Err(HeadError::Malformed("invalid field name")),
-                Err(_) => Err(HeadError::Malformed("invalid field value")),
-            }
-        })?;
-    finish(line.method, uri, line.version, headers, case, &specials)
+    let (headers, specials) = with_header_slots(fields, |slots| {
+        match httparse::parse_headers(block, slots) {
+            Ok(httparse::Status::Complete((_, parsed))) => collect_fields(head, parsed),
+            Ok(httparse::Status::Partial) => Err(HeadError::Malformed("incomplete field section")),
+            Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+            Err(httparse::Error::HeaderName) => Err(HeadError::Malformed("invalid field name")),
+            Err(_) => Err(HeadError::Malformed("invalid field value")),
+        }
+    })?;
+    finish(line.method, uri, line.version, headers, &specials)
 }
 
-/// Copies the parsed fields into a map (values zero-copy) and records
-/// their spellings and what the special ones say.
+/// Indexes the parsed lines (httparse checked names and values with the
+/// same byte rules as `HeaderName` and `HeaderValue`) and records what the
+/// special ones say.
 fn collect_fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
-) -> Result<(HeaderMap, HeaderCase, Specials), HeadError> {
-    // Room for what the proxy adds (X-Forwarded-For, -Proto, -Host,
-    // X-Request-Id, Via) without growing the map. No more: a one-field
-    // head then gets the 8-slot map (6 entries, 624 bytes), where a larger
-    // one would be the 16-slot map, whose 1.2 KiB of entries is past the
-    // allocator's small-object path.
-    let mut headers = HeaderMap::with_capacity(parsed.len() + 5);
-    let keep_case = parsed.iter().any(|f| !is_title_case(f.name.as_bytes()));
-    let mut case = HeaderCase {
-        names: Vec::with_capacity(if keep_case { parsed.len() } else { 0 }),
-    };
+) -> Result<(RawFields, Specials), HeadError> {
+    let mut raw = RawFields::with_capacity(head.clone(), parsed.len());
     let mut specials = Specials::default();
     for field in parsed {
-        let raw = field.name.as_bytes();
-        let name =
-            HeaderName::from_bytes(raw).map_err(|_| HeadError::Malformed("invalid field name"))?;
-        if !specials.see(&name, field.value)? {
+        let name = field.name.as_bytes();
+        if !specials.see(name, field.value)? {
             continue;
         }
-        let value = fields::sub_bytes(head, field.value)
-            .and_then(|b| HeaderValue::from_maybe_shared(b).ok())
-            .ok_or(HeadError::Malformed("invalid field value"))?;
-        if keep_case {
-            let spelling = fields::sub_bytes(head, raw).unwrap_or_default();
-            case.push(name.clone(), spelling);
+        if !raw.push(name, field.value) {
+            return Err(HeadError::Malformed("field outside the head"));
         }
-        headers.append(name, value);
     }
-    Ok((headers, case, specials))
+    Ok((raw, specials))
 }
 
 /// The checks that need every field: Host, framing, and what the
@@ -490,30 +474,26 @@ fn finish(
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
-    case: HeaderCase,
+    headers: RawFields,
     specials: &Specials,
 ) -> Result<RequestHead, HeadError> {
     match specials.hosts {
         0 if version == Version::HTTP_11 => return Err(HeadError::Host("missing")),
         0 => {}
         1 => {
-            let host = headers
-                .get(HOST)
-                .map(HeaderValue::as_bytes)
-                .unwrap_or_default();
+            let host = headers.get(HOST.as_str()).unwrap_or_default();
             fields::host(host, false).map_err(HeadError::Host)?;
         }
         _ => return Err(HeadError::Host("repeated")),
     }
-    let body = if let Some(te) = headers.get(TRANSFER_ENCODING) {
+    let body = if let Some(te) = headers.get(TRANSFER_ENCODING.as_str()) {
         if specials.content_length.is_some() {
             return Err(HeadError::TransferEncoding("with content-length"));
         }
         if version == Version::HTTP_10 {
             return Err(HeadError::TransferEncoding("on HTTP/1.0"));
         }
-        fields::transfer_encoding(te.as_bytes())?;
+        fields::transfer_encoding(te)?;
         BodyFraming::Chunked
     } else {
         specials
@@ -528,7 +508,6 @@ fn finish(
         uri,
         version,
         headers,
-        case,
         body,
         keep_alive,
         expect_continue: specials.expect_continue && has_body,

@@ -68,10 +68,10 @@ pub use encode::{
     encode_chunk_header, encode_last_chunk, encode_request_head, encode_response_head, http_date,
     keep_alive_after, response_framing, Fields, ResponseFraming, CHUNK_END, CONTINUE,
 };
+pub use fields::is_reg_name;
 pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
     RequestHead,
 };
-pub use fields::is_reg_name;
 pub use raw::RawFields;
 pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};

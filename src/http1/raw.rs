@@ -71,7 +71,9 @@ impl RawFields {
     }
 
     fn slice(&self, (start, end): (u32, u32)) -> &[u8] {
-        self.head.get(start as usize..end as usize).unwrap_or_default()
+        self.head
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
     }
 
     /// The lines still kept, as `(name, value)`, in arrival order.
@@ -94,6 +96,18 @@ impl RawFields {
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
+    }
+
+    /// [`get`](Self::get) as a slice of the head's buffer (a reference
+    /// count, no copy).
+    pub fn get_shared(&self, name: &str) -> Option<Bytes> {
+        let line = self
+            .lines
+            .iter()
+            .filter(|l| !l.dropped)
+            .find(|l| self.slice(l.name).eq_ignore_ascii_case(name.as_bytes()))?;
+        let (start, end) = line.value;
+        Some(self.head.slice(start as usize..end as usize))
     }
 
     /// Whether a kept line is named `name`.
@@ -175,7 +189,9 @@ mod tests {
         let mut at = 0;
         for (n, v) in lines {
             let name = head.get(at..at + n.len()).unwrap();
-            let value = head.get(at + n.len() + 2..at + n.len() + 2 + v.len()).unwrap();
+            let value = head
+                .get(at + n.len() + 2..at + n.len() + 2 + v.len())
+                .unwrap();
             assert!(raw.push(name, value));
             at += n.len() + v.len() + 4;
         }
@@ -186,6 +202,7 @@ mod tests {
     fn lookups_ignore_case_and_dropped_lines() {
         let mut raw = fields(&[("Server", "x"), ("set-COOKIE", "a"), ("Set-Cookie", "b")]);
         assert_eq!(raw.get("server"), Some(&b"x"[..]));
+        assert_eq!(raw.get_shared("SERVER").as_deref(), Some(&b"x"[..]));
         assert_eq!(raw.get_all("set-cookie").collect::<Vec<_>>(), [b"a", b"b"]);
         raw.remove("SET-cookie");
         assert!(!raw.contains("set-cookie"));
@@ -209,7 +226,10 @@ mod tests {
         let (map, case) = raw.into_map();
         assert_eq!(map.len(), 3);
         assert_eq!(map.get_all("vary").iter().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(case.spelling(&HeaderName::from_static("x-id"), 0), Some(&b"x-ID"[..]));
+        assert_eq!(
+            case.spelling(&HeaderName::from_static("x-id"), 0),
+            Some(&b"x-ID"[..])
+        );
         let (_, title) = fields(&[("Vary", "a")]).into_map();
         assert!(title.is_empty());
     }

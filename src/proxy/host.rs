@@ -19,12 +19,13 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Uri, Version};
 
 use crate::error::ProxyError;
 use crate::routing::normalize_host;
+use crate::upstream::headers::RequestFields;
 
 /// The host as the client sent it, already validated. Both forms share the
 /// bytes the server already parsed (a reference-count increment, no copy).
@@ -38,20 +39,20 @@ pub(super) enum RawHost {
     None,
 }
 
-/// The host of a request with this target, headers and version.
+/// The host of a request with this target, fields and version.
 pub(super) fn request_host(
     uri: &Uri,
-    headers: &HeaderMap,
+    fields: RequestFields<'_>,
     version: Version,
 ) -> Result<RawHost, ProxyError> {
-    let mut hosts = headers.get_all(header::HOST).iter();
+    let mut hosts = fields.get_all(&header::HOST);
     let header = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(ProxyError::BadRequest("several Host headers")),
-        (Some(v), None) => match v.to_str() {
-            Ok(s) if s.is_empty() || valid_host(s) => Some(v),
+        (Some(v), None) => match std::str::from_utf8(v) {
+            Ok(s) if s.is_empty() || valid_host(s) => true,
             _ => return Err(ProxyError::BadRequest("invalid Host header")),
         },
-        (None, _) => None,
+        (None, _) => false,
     };
     if let Some(a) = uri.authority() {
         if !valid_host(a.as_str()) {
@@ -59,11 +60,20 @@ pub(super) fn request_host(
         }
         return Ok(RawHost::Authority(a.clone()));
     }
-    match header {
-        Some(v) => Ok(RawHost::Header(v.clone())),
+    match host_value(fields).filter(|_| header) {
+        Some(v) => Ok(RawHost::Header(v)),
         None if version == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host header")),
         None => Ok(RawHost::None),
     }
+}
+
+/// The one `Host` value, sharing the bytes it arrived in.
+fn host_value(fields: RequestFields<'_>) -> Option<HeaderValue> {
+    if let Some(v) = fields.map.get(header::HOST) {
+        return Some(v.clone());
+    }
+    let bytes = fields.raw?.get_shared(header::HOST.as_str())?;
+    HeaderValue::from_maybe_shared(bytes).ok()
 }
 
 impl RawHost {
@@ -131,11 +141,16 @@ fn valid_reg_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn from_header(host: &[u8]) -> Result<RawHost, ProxyError> {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_bytes(host).unwrap());
-        request_host(&Uri::from_static("/"), &h, Version::HTTP_11)
+        request_host(
+            &Uri::from_static("/"),
+            RequestFields::of(&h),
+            Version::HTTP_11,
+        )
     }
 
     #[test]
@@ -218,14 +233,15 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("b.test"));
         let uri = Uri::from_static("http://A.test:8080/x");
         for version in [Version::HTTP_11, Version::HTTP_2] {
-            let host = request_host(&uri, &h, version).unwrap();
+            let host = request_host(&uri, RequestFields::of(&h), version).unwrap();
             assert!(host.is_authority());
             assert_eq!(host.as_str(), "A.test:8080");
             assert_eq!(host.routing_name(), "a.test");
             assert_eq!(host.to_value().unwrap(), "A.test:8080");
         }
         // Without a Host header the authority is enough, on any version.
-        let host = request_host(&uri, &HeaderMap::new(), Version::HTTP_11).unwrap();
+        let host =
+            request_host(&uri, RequestFields::of(&HeaderMap::new()), Version::HTTP_11).unwrap();
         assert_eq!(host.routing_name(), "a.test");
     }
 
@@ -235,16 +251,17 @@ mod tests {
         let mut two = HeaderMap::new();
         two.append(header::HOST, HeaderValue::from_static("a.test"));
         two.append(header::HOST, HeaderValue::from_static("b.test"));
-        assert!(request_host(&uri, &two, Version::HTTP_11).is_err());
+        assert!(request_host(&uri, RequestFields::of(&two), Version::HTTP_11).is_err());
         let mut bad = HeaderMap::new();
         bad.insert(header::HOST, HeaderValue::from_static("b.test/x"));
-        assert!(request_host(&uri, &bad, Version::HTTP_2).is_err());
+        assert!(request_host(&uri, RequestFields::of(&bad), Version::HTTP_2).is_err());
     }
 
     #[test]
     fn userinfo_in_the_request_target_is_a_400() {
         let uri: Uri = "http://user@a.test/".parse().unwrap();
-        let err = request_host(&uri, &HeaderMap::new(), Version::HTTP_11).unwrap_err();
+        let err =
+            request_host(&uri, RequestFields::of(&HeaderMap::new()), Version::HTTP_11).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
 
@@ -252,10 +269,10 @@ mod tests {
     fn a_missing_host_is_a_400_only_on_http11() {
         let uri = Uri::from_static("/");
         let none = HeaderMap::new();
-        let err = request_host(&uri, &none, Version::HTTP_11).unwrap_err();
+        let err = request_host(&uri, RequestFields::of(&none), Version::HTTP_11).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         for version in [Version::HTTP_10, Version::HTTP_2] {
-            let host = request_host(&uri, &none, version).unwrap();
+            let host = request_host(&uri, RequestFields::of(&none), version).unwrap();
             assert!(matches!(host, RawHost::None));
             assert_eq!(host.routing_name(), "");
             assert!(host.to_value().is_none());

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BodyFault, ClientBodyError, ProxyError};
-use crate::http1::{self as codec, BodyDecoder, Chunk, RequestHead, ResponseFraming};
+use crate::http1::{self as codec, BodyDecoder, Chunk, RawFields, RequestHead, ResponseFraming};
 use crate::proxy::{self, ConnCtx, Tunnel};
 use crate::upstream::body::{ClientBody, ResponseBody};
 use crate::upstream::buffers;
@@ -356,7 +356,7 @@ impl Exchange {
         let Some(head) = self.head.take() else {
             return After::Close;
         };
-        let (request, mut feed) = into_request(head, &conn.settings.limits);
+        let (request, fields, mut feed) = into_request(head, &conn.settings.limits);
         // The head's limits first: a body too large by its declared length
         // is refused before anything waits for it.
         if let Err(e) = crate::limits::check_head(&request, &conn.ctx.limits) {
@@ -376,7 +376,7 @@ impl Exchange {
         self.feed = feed;
         let mut out = buffers::take_write();
         let response = {
-            let handled = proxy::handle(Arc::clone(&conn.ctx), request);
+            let handled = proxy::handle(Arc::clone(&conn.ctx), request, Some(fields));
             tokio::pin!(handled);
             let waited = poll_fn(|cx| self.poll_response(conn, &mut out, handled.as_mut(), cx));
             waited.await
@@ -531,15 +531,18 @@ async fn write_switching<T: Transport>(
     conn.io.flush().await
 }
 
-/// Turns a parsed head into the request the proxy handles, with the body
+/// Turns a parsed head into the request the proxy handles (its map left
+/// for what weir adds), the client's fields as received, and the body
 /// pipe's sending end when the request has a body.
-fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBody>, Option<Feed>) {
+fn into_request(
+    head: RequestHead,
+    limits: &codec::Limits,
+) -> (Request<ClientBody>, RawFields, Option<Feed>) {
     let RequestHead {
         method,
         uri,
         version,
         headers,
-        case,
         body,
         expect_continue,
         ..
@@ -566,12 +569,7 @@ fn into_request(head: RequestHead, limits: &codec::Limits) -> (Request<ClientBod
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    // Most heads need none (see `HeaderCase`); an extension costs a map.
-    if !case.is_empty() {
-        request.extensions_mut().insert(case);
-    }
-    (request, feed)
+    (request, headers, feed)
 }
 
 /// The request body's way from the socket into the pipe.

@@ -547,7 +547,7 @@ where
     });
     let peer = ctx.peer;
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        proxy::handle(Arc::clone(&ctx), req.map(ClientBody::Hyper))
+        proxy::handle(Arc::clone(&ctx), req.map(ClientBody::Hyper), None)
     });
     let io = TokioIo::new(stream);
     let conn = builder.http2.serve_connection(io, service);

@@ -25,9 +25,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::h1::H1Body;
-use crate::http1::RawFields;
 use super::pipe::PipeBody;
 use super::{ConnectSettings, Lease};
+use crate::http1::RawFields;
 use crate::limits::Progress;
 
 /// The client's request body as a connection driver delivers it: hyper's

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::http1 as codec;
+use crate::http1::{self as codec, RawFields};
 use crate::tls::upstream::{MaybeTls, UpstreamTls};
 use crate::upstream::body::{RequestBody, UpstreamBody};
 use crate::upstream::h1::{self, Failure, H1Conn};
@@ -144,17 +144,18 @@ impl ConnPool {
     pub(crate) async fn send(
         &self,
         head: &mut http::request::Parts,
+        raw: Option<&RawFields>,
         body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match self.protocol {
             UpstreamProtocol::H2c => {
-                let req = Request::from_parts(head_copy(head), body);
+                let req = Request::from_parts(head_copy(head, raw), body);
                 Ok(Box::pin(self.send_h2(req, settings))
                     .await?
                     .map(UpstreamBody::H2))
             }
-            UpstreamProtocol::Http1 => self.send_h1(head, body, settings).await,
+            UpstreamProtocol::Http1 => self.send_h1(head, raw, body, settings).await,
         }
     }
 
@@ -205,11 +206,12 @@ impl ConnPool {
     async fn send_h1(
         &self,
         parts: &mut http::request::Parts,
+        raw: Option<&RawFields>,
         mut body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let framing = request_framing(&mut parts.headers, &body);
-        let mut head = Some(encode_head(parts));
+        let mut head = Some(encode_head(parts, raw));
         let limits = codec::Limits::default();
         let deadline = Instant::now() + settings.response_header_timeout;
         let mut fresh_only = false;
@@ -231,7 +233,7 @@ impl ConnPool {
                 },
             };
             // Encoded again only for the rare second try after a stale close.
-            let bytes = head.take().unwrap_or_else(|| encode_head(parts));
+            let bytes = head.take().unwrap_or_else(|| encode_head(parts, raw));
             let sent = h1::exchange(
                 conn,
                 bytes,
@@ -387,19 +389,31 @@ fn prune(idle: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) {
 
 /// A copy of a request head for the HTTP/2 client, which takes its
 /// request by value (extensions are weir's own and stay behind).
-fn head_copy(head: &http::request::Parts) -> http::request::Parts {
+fn head_copy(head: &http::request::Parts, raw: Option<&RawFields>) -> http::request::Parts {
     let mut req = Request::new(());
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
-    *req.headers_mut() = head.headers.clone();
+    let headers = match raw {
+        // The client's fields first, as on the wire; then weir's.
+        Some(raw) => {
+            let (mut map, _) = raw.clone().into_map();
+            for (name, value) in &head.headers {
+                map.append(name.clone(), value.clone());
+            }
+            map
+        }
+        None => head.headers.clone(),
+    };
+    *req.headers_mut() = headers;
     req.into_parts().0
 }
 
-/// The request head for an HTTP/1.1 endpoint, in a pooled write buffer.
-fn encode_head(parts: &http::request::Parts) -> Vec<u8> {
+/// The request head for an HTTP/1.1 endpoint, in a pooled write buffer:
+/// the client's fields as received (if kept apart), then the head's.
+fn encode_head(parts: &http::request::Parts, raw: Option<&RawFields>) -> Vec<u8> {
     let mut head = super::buffers::take_write();
-    let fields = codec::Fields::of(&parts.headers, &parts.extensions);
+    let fields = codec::Fields::of(&parts.headers, &parts.extensions).with_raw(raw);
     codec::encode_request_head(
         &parts.method,
         &parts.uri,

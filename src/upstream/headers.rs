@@ -34,19 +34,50 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Whether the request asks for a protocol upgrade (WebSocket and friends):
-/// `Connection` lists `upgrade` and an `Upgrade` header is present.
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+/// A request's fields wherever they are kept: its map (all of an HTTP/2
+/// request's, and what weir adds) and, for an HTTP/1.1 request from weir's
+/// codec, the client's lines as received (see `http1::RawFields`).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFields<'a> {
+    /// The request's map.
+    pub map: &'a HeaderMap,
+    /// The client's lines as received, if kept apart.
+    pub raw: Option<&'a RawFields>,
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+impl<'a> RequestFields<'a> {
+    /// Fields that are all in `map`.
+    pub fn of(map: &'a HeaderMap) -> Self {
+        RequestFields { map, raw: None }
+    }
+
+    /// Every value of `name`: the raw lines' (which came first on the
+    /// wire), then the map's.
+    pub fn get_all(self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let raw = self
+            .raw
+            .into_iter()
+            .flat_map(move |r| r.get_all(name.as_str()));
+        raw.chain(self.map.get_all(name).iter().map(HeaderValue::as_bytes))
+    }
+
+    /// The first value of `name`.
+    pub fn get(self, name: &'a HeaderName) -> Option<&'a [u8]> {
+        self.get_all(name).next()
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket and friends):
+/// `Connection` lists `upgrade` and an `Upgrade` header is present.
+pub fn wants_upgrade(fields: RequestFields<'_>) -> bool {
+    fields.get(&header::UPGRADE).is_some() && connection_has(fields, "upgrade")
+}
+
+fn connection_has(fields: RequestFields<'_>, token: &str) -> bool {
+    fields
+        .get_all(&header::CONNECTION)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Removes hop-by-hop headers. With `upgrade` set, `Upgrade` and
@@ -105,24 +136,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// [`strip_hop_by_hop`] for an HTTP/1.1 endpoint's response fields kept
-/// as received (no upgrade: a protocol switch builds a map first).
-pub fn strip_hop_by_hop_raw(fields: &mut RawFields) {
+/// [`strip_hop_by_hop`] for fields kept as received (an HTTP/1.1
+/// request's or response's). With `upgrade` set, an `Upgrade` line is
+/// kept; `true` then means the caller must add `Connection: upgrade` (the
+/// Connection lines go, like every hop-by-hop field).
+pub fn strip_hop_by_hop_raw(fields: &mut RawFields, upgrade: bool) -> bool {
     // Names the Connection lines list; `keep-alive` and `close`, the usual
     // tokens, name no other field, so this rarely allocates.
     let mut named: Vec<Vec<u8>> = Vec::new();
     for value in fields.get_all(header::CONNECTION.as_str()) {
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let usual = token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close");
+            let usual = token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"close")
+                || (upgrade && token.eq_ignore_ascii_case(b"upgrade"));
             if !token.is_empty() && !usual {
                 named.push(token.to_vec());
             }
         }
     }
+    let keep_upgrade = upgrade && fields.get(header::UPGRADE.as_str()).is_some();
     fields.drop_where(|name, value| {
-        (is_hop_by_hop(name) && !is_te_trailers(name, value))
-            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+        let kept =
+            is_te_trailers(name, value) || (keep_upgrade && name.eq_ignore_ascii_case(b"upgrade"));
+        (is_hop_by_hop(name) && !kept) || named.iter().any(|n| name.eq_ignore_ascii_case(n))
     });
+    keep_upgrade
 }
 
 /// Whether `name` is in [`HOP_BY_HOP`] (any case); by length first, as
@@ -183,13 +221,18 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
 /// `client` is the address as [`client_ip_value`] made it.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
+    raw: Option<&mut RawFields>,
     client: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
+    let fields = RequestFields {
+        map: headers,
+        raw: raw.as_deref(),
+    };
     // Several XFF lines are one list (RFC 9110 §5.3): every address is
     // kept, in order, then the client's.
-    let xff = match joined(headers, &X_FORWARDED_FOR) {
+    let xff = match joined(fields, &X_FORWARDED_FOR) {
         // The common case: no chain yet, the cached value is shared.
         None => Some(client.clone()),
         Some(mut chain) => {
@@ -198,18 +241,30 @@ pub fn add_forwarded(
             HeaderValue::from_bytes(&chain).ok()
         }
     };
+    // `Forwarded` passes through, its lines folded into one list too, for
+    // endpoints that read only the first line.
+    let forwarded = match fields.get_all(&header::FORWARDED).nth(1) {
+        Some(_) => {
+            joined(fields, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok())
+        }
+        None => None,
+    };
+    // The client's own values of what weir sets go, from both places.
+    if let Some(raw) = raw {
+        let set = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST];
+        let folded = forwarded.is_some();
+        raw.drop_where(|name, _| {
+            set.iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+                || (folded && name.eq_ignore_ascii_case(b"forwarded"))
+        });
+    }
     headers.remove(&X_FORWARDED_FOR);
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    // `Forwarded` passes through, its lines folded into one list too, for
-    // endpoints that read only the first line.
-    if headers.get_all(header::FORWARDED).iter().nth(1).is_some() {
-        if let Some(v) =
-            joined(headers, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok())
-        {
-            headers.insert(header::FORWARDED, v);
-        }
+    if let Some(v) = forwarded {
+        headers.insert(header::FORWARDED, v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
@@ -224,10 +279,10 @@ pub fn add_forwarded(
 
 /// The non-empty values of every `name` line, trimmed and joined with
 /// `, ` (`None` when there are none).
-fn joined(headers: &HeaderMap, name: &http::HeaderName) -> Option<Vec<u8>> {
+fn joined(fields: RequestFields<'_>, name: &http::HeaderName) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
-    for value in headers.get_all(name) {
-        let v = value.as_bytes().trim_ascii();
+    for value in fields.get_all(name) {
+        let v = value.trim_ascii();
         if v.is_empty() {
             continue;
         }
@@ -255,11 +310,10 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version, pseudonym: &str)
 
 /// A request id the client sent, if it is sane enough to log and forward:
 /// 1 to 128 visible ASCII characters.
-pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    let v = headers.get(&X_REQUEST_ID)?;
-    let b = v.as_bytes();
+pub fn incoming_request_id(fields: RequestFields<'_>) -> Option<HeaderValue> {
+    let b = fields.get(&X_REQUEST_ID)?;
     let ok = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic());
-    ok.then(|| v.clone())
+    ok.then(|| HeaderValue::from_bytes(b).ok()).flatten()
 }
 
 /// A fresh request id: 128 random bits as 32 lowercase hex digits.
@@ -316,15 +370,25 @@ mod tests {
             x-secret: 1\r\nTE: trailers\r\nTrailer: a\r\nProxy-Connection: x\r\n\
             Upgrade: h2c\r\nServer: s\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n";
         let mut fields = raw(lines);
-        strip_hop_by_hop_raw(&mut fields);
+        assert!(!strip_hop_by_hop_raw(&mut fields, false));
         let kept: Vec<(String, String)> = fields
             .iter()
-            .map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into()))
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into(),
+                    String::from_utf8_lossy(v).into(),
+                )
+            })
             .collect();
         assert_eq!(
             kept,
-            [("TE", "trailers"), ("Server", "s"), ("Set-Cookie", "a"), ("Set-Cookie", "b")]
-                .map(|(n, v)| (n.to_string(), v.to_string()))
+            [
+                ("TE", "trailers"),
+                ("Server", "s"),
+                ("Set-Cookie", "a"),
+                ("Set-Cookie", "b")
+            ]
+            .map(|(n, v)| (n.to_string(), v.to_string()))
         );
         let (mut map, _) = raw(lines).into_map();
         strip_hop_by_hop(&mut map, false);
@@ -334,7 +398,9 @@ mod tests {
     #[test]
     fn materialize_puts_raw_fields_before_the_added_ones() {
         let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.headers.insert("x-request-id", HeaderValue::from_static("id"));
+        parts
+            .headers
+            .insert("x-request-id", HeaderValue::from_static("id"));
         materialize(&mut parts, raw("server: s\r\nVary: a\r\nVary: b\r\n"));
         let names: Vec<&str> = parts.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["server", "vary", "vary", "x-request-id"]);
@@ -383,10 +449,27 @@ mod tests {
     #[test]
     fn upgrade_keeps_handshake_headers() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(wants_upgrade(&h));
+        assert!(wants_upgrade(RequestFields::of(&h)));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+        // The same as received: the Upgrade line stays, the caller adds
+        // `Connection: upgrade`.
+        let mut fields = raw(
+            "Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n",
+        );
+        let none = HeaderMap::new();
+        let view = RequestFields {
+            map: &none,
+            raw: Some(&fields),
+        };
+        assert!(wants_upgrade(view));
+        assert!(strip_hop_by_hop_raw(&mut fields, true));
+        let kept: Vec<&[u8]> = fields.iter().map(|(n, _)| n).collect();
+        assert_eq!(kept, [&b"Upgrade"[..], b"Sec-WebSocket-Key"]);
+        let mut plain = raw("Upgrade: h2c\r\nConnection: Upgrade\r\n");
+        assert!(!strip_hop_by_hop_raw(&mut plain, false));
+        assert!(plain.is_empty());
     }
 
     #[test]
@@ -397,6 +480,7 @@ mod tests {
         ]);
         add_forwarded(
             &mut h,
+            None,
             &client_ip_value("10.0.0.1".parse().unwrap()),
             "http",
             Some(HeaderValue::from_static("a.example")),
@@ -407,6 +491,7 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(
             &mut h,
+            None,
             &client_ip_value("::1".parse().unwrap()),
             "http",
             None,
@@ -428,6 +513,7 @@ mod tests {
         );
         add_forwarded(
             &mut h,
+            None,
             &client_ip_value("10.0.0.1".parse().unwrap()),
             "http",
             None,
@@ -439,13 +525,52 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_fields_as_received_are_read_and_replaced_too() {
+        let mut fields = raw("X-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
+            X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\
+            Forwarded: for=1.1.1.1\r\nForwarded: for=2.2.2.2\r\nServer: s\r\n");
+        let mut h = HeaderMap::new();
+        add_forwarded(
+            &mut h,
+            Some(&mut fields),
+            &client_ip_value("10.0.0.1".parse().unwrap()),
+            "http",
+            None,
+        );
+        let kept: Vec<&[u8]> = fields.iter().map(|(n, _)| n).collect();
+        assert_eq!(kept, [&b"Server"[..]]);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["forwarded"], "for=1.1.1.1, for=2.2.2.2");
+        assert!(!h.contains_key("x-forwarded-host"));
+        // One Forwarded line passes through where it was.
+        let mut fields = raw("Forwarded: for=1.1.1.1\r\n");
+        add_forwarded(
+            &mut HeaderMap::new(),
+            Some(&mut fields),
+            &h["x-forwarded-for"],
+            "http",
+            None,
+        );
+        assert_eq!(fields.get("forwarded"), Some(&b"for=1.1.1.1"[..]));
+    }
+
+    #[test]
     fn request_ids() {
         let a = new_request_id();
         let b = new_request_id();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
-        assert!(incoming_request_id(&map(&[("x-request-id", "abc-123")])).is_some());
-        assert!(incoming_request_id(&map(&[("x-request-id", "has space")])).is_none());
-        assert!(incoming_request_id(&HeaderMap::new()).is_none());
+        let id = |h: &HeaderMap| incoming_request_id(RequestFields::of(h));
+        assert_eq!(id(&map(&[("x-request-id", "abc-123")])).unwrap(), "abc-123");
+        assert!(id(&map(&[("x-request-id", "has space")])).is_none());
+        assert!(id(&HeaderMap::new()).is_none());
+        let fields = raw("X-Request-ID: r-1\r\n");
+        let none = HeaderMap::new();
+        let view = RequestFields {
+            map: &none,
+            raw: Some(&fields),
+        };
+        assert_eq!(incoming_request_id(view).unwrap(), "r-1");
     }
 }
