@@ -156,19 +156,27 @@ pub fn strip_hop_by_hop_raw(fields: &mut RawFields, upgrade: bool) -> bool {
     }
     let keep_upgrade = upgrade && fields.get(header::UPGRADE.as_str()).is_some();
     fields.drop_where(|name, value| {
-        let kept =
-            is_te_trailers(name, value) || (keep_upgrade && name.eq_ignore_ascii_case(b"upgrade"));
-        (is_hop_by_hop(name) && !kept) || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+        if is_hop_by_hop(name) {
+            let kept = is_te_trailers(name, value)
+                || (keep_upgrade && name.eq_ignore_ascii_case(b"upgrade"));
+            return !kept;
+        }
+        named.iter().any(|n| name.eq_ignore_ascii_case(n))
     });
     keep_upgrade
 }
 
 /// Whether `name` is in [`HOP_BY_HOP`] (any case); by length first, as
-/// most names are none of them.
+/// most names are none of them. (It runs for every line of both heads, so
+/// the names are literals here rather than `HeaderName::as_str` calls.)
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    let is = |h: &HeaderName| name.eq_ignore_ascii_case(h.as_str().as_bytes());
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
     match name.len() {
-        2 | 7 | 10 | 16 | 17 => HOP_BY_HOP.iter().any(is),
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
         _ => false,
     }
 }
@@ -251,12 +259,13 @@ pub fn add_forwarded(
     };
     // The client's own values of what weir sets go, from both places.
     if let Some(raw) = raw {
-        let set = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST];
         let folded = forwarded.is_some();
         raw.drop_where(|name, _| {
-            set.iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-                || (folded && name.eq_ignore_ascii_case(b"forwarded"))
+            let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+            is(b"x-forwarded-for")
+                || is(b"x-forwarded-proto")
+                || is(b"x-forwarded-host")
+                || (folded && is(b"forwarded"))
         });
     }
     headers.remove(&X_FORWARDED_FOR);
