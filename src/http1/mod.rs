@@ -73,5 +73,5 @@ pub use head::{
     parse_request, parse_request_resumed, BodyFraming, HeadError, HeadScan, HeaderCase, Limits,
     RequestHead,
 };
-pub use raw::RawFields;
+pub use raw::{is_hop_by_hop, RawFields};
 pub use response::{parse_response, ResponseError, ResponseHead, ResponseScan, UpstreamFraming};

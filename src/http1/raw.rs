@@ -27,6 +27,9 @@ struct Line {
     name: (u32, u32),
     value: (u32, u32),
     dropped: bool,
+    /// A connection-specific field ([`is_hop_by_hop`]), noted once here so
+    /// that stripping them does not compare every name again.
+    hop: bool,
 }
 
 /// A field section as slices of the head it arrived in, in arrival
@@ -35,6 +38,24 @@ struct Line {
 pub struct RawFields {
     head: Bytes,
     lines: Vec<Line>,
+    /// Some line is connection-specific.
+    hops: bool,
+}
+
+/// Whether `name` (any case) is a connection-specific field a proxy must
+/// not forward (RFC 9110 §7.6.1): `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+/// By length first, as most names are none of them.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// Offsets of `part` (a slice of `whole`) in `whole`.
@@ -53,6 +74,7 @@ impl RawFields {
         RawFields {
             head,
             lines: Vec::with_capacity(n),
+            hops: false,
         }
     }
 
@@ -62,14 +84,18 @@ impl RawFields {
         let (Some(name), Some(value)) = (span(&self.head, name), span(&self.head, value)) else {
             return false;
         };
+        let hop = is_hop_by_hop(self.slice(name));
+        self.hops |= hop;
         self.lines.push(Line {
             name,
             value,
             dropped: false,
+            hop,
         });
         true
     }
 
+    #[inline]
     fn slice(&self, (start, end): (u32, u32)) -> &[u8] {
         self.head
             .get(start as usize..end as usize)
@@ -77,6 +103,7 @@ impl RawFields {
     }
 
     /// The lines still kept, as `(name, value)`, in arrival order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.lines
             .iter()
@@ -92,6 +119,7 @@ impl RawFields {
     }
 
     /// The value of the first kept line named `name`.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
@@ -111,11 +139,13 @@ impl RawFields {
     }
 
     /// Whether a kept line is named `name`.
+    #[inline]
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
     /// Drops the lines `drop` picks (given name and value).
+    #[inline]
     pub fn drop_where(&mut self, mut drop: impl FnMut(&[u8], &[u8]) -> bool) {
         let head = &self.head;
         let slice = |(s, e): (u32, u32)| head.get(s as usize..e as usize).unwrap_or_default();
@@ -124,7 +154,32 @@ impl RawFields {
         }
     }
 
+    /// The connection-specific lines still kept ([`is_hop_by_hop`]).
+    pub fn hop_by_hop(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let lines = self.lines.iter().filter(|l| l.hop && !l.dropped);
+        lines.map(|l| (self.slice(l.name), self.slice(l.value)))
+    }
+
+    /// Drops the connection-specific lines but those `keep` picks; cheap
+    /// when there are none, the usual case for requests.
+    pub fn drop_hop_by_hop(&mut self, keep: impl Fn(&[u8], &[u8]) -> bool) {
+        if !self.hops {
+            return;
+        }
+        let head = &self.head;
+        let slice = |(s, e): (u32, u32)| head.get(s as usize..e as usize).unwrap_or_default();
+        for line in self.lines.iter_mut().filter(|l| l.hop && !l.dropped) {
+            line.dropped = !keep(slice(line.name), slice(line.value));
+        }
+    }
+
+    /// Whether some line is connection-specific.
+    pub fn has_hop_by_hop(&self) -> bool {
+        self.hops && self.lines.iter().any(|l| l.hop && !l.dropped)
+    }
+
     /// Drops every line named `name`.
+    #[inline]
     pub fn remove(&mut self, name: &str) {
         self.drop_where(|n, _| n.eq_ignore_ascii_case(name.as_bytes()));
     }
@@ -209,6 +264,19 @@ mod tests {
         assert_eq!(raw.len(), 1);
         raw.drop_where(|_, v| v == b"x");
         assert!(raw.is_empty());
+    }
+
+    #[test]
+    fn connection_specific_lines_are_marked_when_pushed() {
+        let mut raw = fields(&[("Server", "x"), ("connection", "close"), ("TE", "trailers")]);
+        assert!(raw.has_hop_by_hop());
+        let hops: Vec<&[u8]> = raw.hop_by_hop().map(|(n, _)| n).collect();
+        assert_eq!(hops, [&b"connection"[..], b"TE"]);
+        raw.drop_hop_by_hop(|n, _| n == b"TE");
+        assert_eq!(raw.len(), 2);
+        raw.drop_hop_by_hop(|_, _| false);
+        assert!(!raw.has_hop_by_hop());
+        assert_eq!(raw.get("server"), Some(&b"x"[..]));
     }
 
     #[test]

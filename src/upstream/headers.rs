@@ -63,7 +63,10 @@ impl<'a> RequestFields<'a> {
 
     /// The first value of `name`.
     pub fn get(self, name: &'a HeaderName) -> Option<&'a [u8]> {
-        self.get_all(name).next()
+        if let Some(v) = self.raw.and_then(|r| r.get(name.as_str())) {
+            return Some(v);
+        }
+        self.map.get(name).map(HeaderValue::as_bytes)
     }
 }
 
@@ -141,43 +144,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// kept; `true` then means the caller must add `Connection: upgrade` (the
 /// Connection lines go, like every hop-by-hop field).
 pub fn strip_hop_by_hop_raw(fields: &mut RawFields, upgrade: bool) -> bool {
+    if !fields.has_hop_by_hop() {
+        return false;
+    }
     // Names the Connection lines list; `keep-alive` and `close`, the usual
     // tokens, name no other field, so this rarely allocates.
     let mut named: Vec<Vec<u8>> = Vec::new();
-    for value in fields.get_all(header::CONNECTION.as_str()) {
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let usual = token.eq_ignore_ascii_case(b"keep-alive")
-                || token.eq_ignore_ascii_case(b"close")
-                || (upgrade && token.eq_ignore_ascii_case(b"upgrade"));
-            if !token.is_empty() && !usual {
-                named.push(token.to_vec());
-            }
+    let mut upgrade_line = false;
+    for (name, value) in fields.hop_by_hop() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            nominated(value, upgrade, &mut named);
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_line = true;
         }
     }
-    let keep_upgrade = upgrade && fields.get(header::UPGRADE.as_str()).is_some();
-    fields.drop_where(|name, value| {
-        if is_hop_by_hop(name) {
-            let kept = is_te_trailers(name, value)
-                || (keep_upgrade && name.eq_ignore_ascii_case(b"upgrade"));
-            return !kept;
-        }
-        named.iter().any(|n| name.eq_ignore_ascii_case(n))
+    let keep_upgrade = upgrade && upgrade_line;
+    fields.drop_hop_by_hop(|name, value| {
+        is_te_trailers(name, value) || (keep_upgrade && name.eq_ignore_ascii_case(b"upgrade"))
     });
+    if !named.is_empty() {
+        fields.drop_where(|name, _| named.iter().any(|n| name.eq_ignore_ascii_case(n)));
+    }
     keep_upgrade
 }
 
-/// Whether `name` is in [`HOP_BY_HOP`] (any case); by length first, as
-/// most names are none of them. (It runs for every line of both heads, so
-/// the names are literals here rather than `HeaderName::as_str` calls.)
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        _ => false,
+/// Adds to `named` the fields a Connection value lists, but the tokens
+/// that name none (`keep-alive`, `close`, and `upgrade` for a switch).
+fn nominated(value: &[u8], upgrade: bool, named: &mut Vec<Vec<u8>>) {
+    for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        let usual = token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
+            || (upgrade && token.eq_ignore_ascii_case(b"upgrade"));
+        if !token.is_empty() && !usual {
+            named.push(token.to_vec());
+        }
     }
 }
 
@@ -290,16 +290,28 @@ pub fn add_forwarded(
 /// `, ` (`None` when there are none).
 fn joined(fields: RequestFields<'_>, name: &http::HeaderName) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
-    for value in fields.get_all(name) {
+    let mut add = |value: &[u8]| {
         let v = value.trim_ascii();
         if v.is_empty() {
-            continue;
+            return;
         }
         let out = out.get_or_insert_with(|| Vec::with_capacity(v.len() + 24));
         if !out.is_empty() {
             out.extend_from_slice(b", ");
         }
         out.extend_from_slice(v);
+    };
+    // Plain loops rather than `RequestFields::get_all`: this runs on every
+    // request, and the chained iterator costs more than the lookup.
+    if let Some(raw) = fields.raw {
+        for (n, v) in raw.iter() {
+            if n.eq_ignore_ascii_case(name.as_str().as_bytes()) {
+                add(v);
+            }
+        }
+    }
+    for v in fields.map.get_all(name) {
+        add(v.as_bytes());
     }
     out
 }
@@ -365,7 +377,8 @@ mod tests {
     }
 
     #[test]
-    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+    fn the_codec_marks_every_hop_by_hop_name() {
+        use crate::http1::is_hop_by_hop;
         for h in &HOP_BY_HOP {
             assert!(is_hop_by_hop(h.as_str().as_bytes()), "{h}");
             assert!(is_hop_by_hop(h.as_str().to_uppercase().as_bytes()), "{h}");
