@@ -48,18 +48,23 @@
 //!                    │    demand-driven upstream::pipe); HTTP/2: hyper
 //!                    ▼
 //!                 proxy::handle
+//!                 (an HTTP/1.1 request's fields arrive as http1::RawFields, the
+//!                  lines as received; its HeaderMap holds only what weir adds)
 //!                    1 prepare: limits::check_head (414/413), the host (400 if
 //!                      invalid), Shared::snapshot() → routing::RoutingTable::resolve
 //!                      → Arc<Pool> (guard dropped before any await),
 //!                      Pool::admit → Lease (pool slots, balance::Selector,
-//!                      in_flight += 1), upstream::headers rewrite, replay buffer
+//!                      in_flight += 1), upstream::headers rewrite (lines dropped
+//!                      in place, weir's fields into the map), replay buffer
 //!                    2 attempts: upstream ConnPool::send within connect and
 //!                      response-header timeouts — http1 pools: upstream::h1, weir's
-//!                      own client in the same task (head encoded once with the
-//!                      client's spelling, response head checked by the codec);
-//!                      h2c pools: hyper — then health::passive::record;
+//!                      own client in the same task (the client's lines as they
+//!                      came, then the map's; response head checked by the codec
+//!                      and kept as RawFields in the body); h2c pools: hyper,
+//!                      with a map built from the lines — then health::passive::record;
 //!                      retry::decide_retry → another endpoint, or the outcome stands
-//!                    3 respond: response head rewritten; 101 → proxy::Tunnel for
+//!                    3 respond: response head rewritten (an HTTP/2 client gets a
+//!                      map built from the endpoint's lines); 101 → proxy::Tunnel for
 //!                      the driver; else upstream::body::ResponseBody streams back
 //!                      and, at its end, drops the lease, returns the connection
 //!                      to the idle pool, and writes the access-log line and metrics

@@ -320,6 +320,7 @@ async fn forward(
         lease,
         head,
         raw,
+        added,
         body,
         plan,
         upgrade,
@@ -327,6 +328,7 @@ async fn forward(
     let sent = Sent {
         head,
         raw: raw.as_ref(),
+        added: &added,
     };
     let answered = attempts(&pool, lease, sent, body, &plan, record).await?;
     Ok(respond(
@@ -348,6 +350,8 @@ struct Prepared {
     /// The client's fields as received (HTTP/1.1), rewritten too; sent
     /// before those of `head`.
     raw: Option<RawFields>,
+    /// weir's own fields, sent after those of `head`.
+    added: hdr::Added,
     /// The first attempt's body.
     body: RequestBody,
     plan: Plan,
@@ -407,13 +411,7 @@ async fn prepare(
         protocol: settings.protocol,
         upgrade,
     };
-    rewrite_head(&mut parts, raw.as_mut(), &head, target.host_value.clone());
-    if let Some(raw) = raw
-        .as_mut()
-        .filter(|_| !keeps_client_host(settings, &target))
-    {
-        raw.remove(header::HOST.as_str());
-    }
+    let added = rewrite_head(&mut parts, raw.as_mut(), &head, target.host_value.clone());
     let max_attempts = if upgrade {
         1
     } else {
@@ -426,13 +424,7 @@ async fn prepare(
         (streamed(body, &pool, &ctx.limits), None)
     };
     if let Some(raw) = raw.as_mut() {
-        // Each attempt sets the body's framing from the body itself (see
-        // `upstream::client`), in the map: the client's `Content-Length`
-        // stays only where that sets none, an empty body.
-        let declared_empty = body.size_hint().exact() == Some(0) && body.is_end_stream();
-        if !declared_empty {
-            raw.remove(header::CONTENT_LENGTH.as_str());
-        }
+        trim_client_fields(raw, settings, &target, &body);
     }
     record.progress = body.progress();
     pool.budget().deposit();
@@ -440,6 +432,7 @@ async fn prepare(
         lease,
         head: parts,
         raw,
+        added,
         body,
         plan: Plan {
             target,
@@ -450,6 +443,27 @@ async fn prepare(
         upgrade,
         pool,
     })
+}
+
+/// What of the client's fields as received the attempts set themselves:
+/// `Host` when the endpoint gets another host ([`aim`]), and
+/// `Content-Length`, which each attempt sets from the body (see
+/// `upstream::client`) except for an empty body, where it sets none.
+fn trim_client_fields(
+    raw: &mut RawFields,
+    settings: &crate::upstream::PoolSettings,
+    target: &Target,
+    body: &RequestBody,
+) {
+    let keep_host = keeps_client_host(settings, target);
+    let keep_length = body.size_hint().exact() == Some(0) && body.is_end_stream();
+    if keep_host && keep_length {
+        return;
+    }
+    raw.drop_where(|name, _| {
+        (!keep_host && name.eq_ignore_ascii_case(b"host"))
+            || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
+    });
 }
 
 /// Routes `host` and `path` under the current snapshot, whose guard is
@@ -483,15 +497,16 @@ struct HeadRewrite<'a> {
 }
 
 /// Rewrites the request head for the upstream: hop-by-hop headers and
-/// `Expect` out; `X-Forwarded-*`, `Via` and `X-Request-Id` in; the version
-/// of the pool's protocol. (The target and `Host` are set per attempt by
-/// [`aim`].)
+/// `Expect` out; the version of the pool's protocol. Returns what goes in:
+/// `X-Forwarded-*`, `Via` and `X-Request-Id`, sent after the head's own
+/// fields. (The target and `Host` are set per attempt by [`aim`].)
 fn rewrite_head(
     parts: &mut http::request::Parts,
     mut raw: Option<&mut RawFields>,
     head: &HeadRewrite<'_>,
     forwarded_host: Option<HeaderValue>,
-) {
+) -> hdr::Added {
+    let mut added = hdr::Added::default();
     let headers = &mut parts.headers;
     hdr::strip_hop_by_hop(headers, head.upgrade);
     if let Some(raw) = raw.as_deref_mut() {
@@ -506,15 +521,19 @@ fn rewrite_head(
     hdr::add_forwarded(
         headers,
         raw.as_deref_mut(),
+        &mut added,
         head.client_ip,
         head.scheme,
         forwarded_host,
     );
     if let Some(pseudonym) = head.via {
         // The version the client spoke, so before it is changed below.
-        hdr::add_via(headers, parts.version, pseudonym);
+        hdr::add_via(&mut added, parts.version, pseudonym);
     }
-    headers.insert(X_REQUEST_ID.clone(), head.request_id.clone());
+    added.request_id = Some(head.request_id.clone());
+    if !headers.is_empty() {
+        headers.remove(&X_REQUEST_ID);
+    }
     if let Some(raw) = raw.as_deref_mut() {
         raw.remove(X_REQUEST_ID.as_str());
     }
@@ -529,6 +548,7 @@ fn rewrite_head(
             }
         }
     }
+    added
 }
 
 /// The client's body, streamed through the pool's byte counter and the
@@ -566,6 +586,7 @@ async fn first_body(
 struct Sent<'a> {
     head: http::request::Parts,
     raw: Option<&'a RawFields>,
+    added: &'a hdr::Added,
 }
 
 /// The response an attempt got, with what [`respond`] hands on to the
@@ -654,8 +675,9 @@ async fn send_once(
     backend.metrics().picks.inc();
     let sent_at = Instant::now();
     let conns = backend.conns();
+    let extra = (raw, request.added);
     let sent = conns
-        .send(&mut request.head, raw, body, &settings.connect)
+        .send(&mut request.head, extra, body, &settings.connect)
         .await;
     let now = Instant::now();
     let exchange = Exchange::from_send(sent)?;

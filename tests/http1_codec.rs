@@ -143,7 +143,7 @@ proptest! {
         let headers = to_map(&all, &mut case);
         let uri: Uri = path.parse().unwrap();
         let mut wire = Vec::new();
-        encode_request_head(&method, &uri, version, Fields { headers: &headers, case: Some(&case), raw: None }, &mut wire);
+        encode_request_head(&method, &uri, version, Fields { headers: &headers, case: Some(&case), raw: None, extra: &[] }, &mut wire);
         wire.extend_from_slice(b"after");
 
         let mut buf = BytesMut::from(&wire[..]);

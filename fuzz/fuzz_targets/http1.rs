@@ -8,7 +8,9 @@
 //!   error, or asks for more; it never spins without progress;
 //! - the data handed out never exceeds the input, and a Content-Length
 //!   body that ends yields exactly its length;
-//! - after `End`, nothing more is consumed.
+//! - after `End`, nothing more is consumed;
+//! - every field line kept as received is one a `HeaderMap` can hold
+//!   (what an HTTP/2 endpoint is sent).
 #![no_main]
 
 use bytes::BytesMut;
@@ -91,6 +93,9 @@ fuzz_target!(|data: &[u8]| {
         (Ok(None), Ok(None)) => return,
         (a, b) => panic!("at once {a:?}, in pieces {b:?}"),
     };
+
+    let (map, _) = head.headers.clone().into_map();
+    assert_eq!(map.len(), head.headers.len(), "a kept line a map cannot hold");
 
     let mut decoder = BodyDecoder::new(head.body, &LIMITS);
     let mut total = 0usize;

@@ -112,9 +112,12 @@ pub struct Fields<'a> {
     pub headers: &'a HeaderMap,
     /// Spellings recorded by the parser; `None` or empty: Title-Case.
     pub case: Option<&'a HeaderCase>,
-    /// Lines kept as received (an endpoint's response), written before
-    /// `headers`.
+    /// Lines kept as received (a client's request, an endpoint's
+    /// response), written before `headers`.
     pub raw: Option<&'a RawFields>,
+    /// Lines written after `headers`, name and value as given (the fields
+    /// a proxy adds, with their names in the case they go out in).
+    pub extra: &'a [(&'a [u8], &'a [u8])],
 }
 
 impl<'a> Fields<'a> {
@@ -124,6 +127,7 @@ impl<'a> Fields<'a> {
             headers,
             case: None,
             raw: None,
+            extra: &[],
         }
     }
 
@@ -134,12 +138,18 @@ impl<'a> Fields<'a> {
             headers,
             case: extensions.get::<HeaderCase>(),
             raw: None,
+            extra: &[],
         }
     }
 
     /// The same fields after the lines of `raw`.
     pub fn with_raw(self, raw: Option<&'a RawFields>) -> Self {
         Self { raw, ..self }
+    }
+
+    /// The same fields followed by `extra`.
+    pub fn with_extra(self, extra: &'a [(&'a [u8], &'a [u8])]) -> Self {
+        Self { extra, ..self }
     }
 
     /// Whether a field is named `name` (lowercase), in either part.
@@ -173,6 +183,11 @@ impl<'a> Fields<'a> {
             dst.extend_from_slice(b": ");
             dst.extend_from_slice(value.as_bytes());
             dst.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in self.extra {
+            if !skip(name) {
+                push_field(name, value, dst);
+            }
         }
     }
 }

@@ -197,6 +197,7 @@ fn request_head_keeps_spellings() {
             headers: &headers,
             case: Some(&case),
             raw: None,
+            extra: &[],
         },
         &mut dst,
     );
@@ -218,6 +219,7 @@ fn names_without_a_recorded_spelling_go_out_in_title_case() {
         headers: &headers,
         case: Some(&HeaderCase::default()),
         raw: None,
+        extra: &[],
     };
     encode_request_head(
         &Method::GET,
@@ -244,6 +246,7 @@ fn response_names_keep_their_recorded_spelling() {
         headers: &headers,
         case: Some(&case),
         raw: None,
+        extra: &[],
     };
     encode_response_head(
         StatusCode::OK,

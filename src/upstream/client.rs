@@ -39,6 +39,7 @@ use crate::http1::{self as codec, RawFields};
 use crate::tls::upstream::{MaybeTls, UpstreamTls};
 use crate::upstream::body::{RequestBody, UpstreamBody};
 use crate::upstream::h1::{self, Failure, H1Conn};
+use crate::upstream::headers::Added;
 
 /// Connect and keep-alive settings of a pool.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +53,10 @@ pub struct ConnectSettings {
     /// At most this many idle HTTP/1 connections are kept per endpoint.
     pub max_idle: usize,
 }
+
+/// What a request carries besides its head: an HTTP/1.1 client's fields
+/// as received, and the fields weir adds (see `super::headers::Added`).
+pub(crate) type Extra<'a> = (Option<&'a RawFields>, &'a Added);
 
 #[derive(Debug)]
 struct Idle {
@@ -144,18 +149,18 @@ impl ConnPool {
     pub(crate) async fn send(
         &self,
         head: &mut http::request::Parts,
-        raw: Option<&RawFields>,
+        fields: Extra<'_>,
         body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match self.protocol {
             UpstreamProtocol::H2c => {
-                let req = Request::from_parts(head_copy(head, raw), body);
+                let req = Request::from_parts(head_copy(head, fields), body);
                 Ok(Box::pin(self.send_h2(req, settings))
                     .await?
                     .map(UpstreamBody::H2))
             }
-            UpstreamProtocol::Http1 => self.send_h1(head, raw, body, settings).await,
+            UpstreamProtocol::Http1 => self.send_h1(head, fields, body, settings).await,
         }
     }
 
@@ -206,12 +211,12 @@ impl ConnPool {
     async fn send_h1(
         &self,
         parts: &mut http::request::Parts,
-        raw: Option<&RawFields>,
+        fields: Extra<'_>,
         mut body: RequestBody,
         settings: &ConnectSettings,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let framing = request_framing(&mut parts.headers, &body);
-        let mut head = Some(encode_head(parts, raw));
+        let mut head = Some(encode_head(parts, fields));
         let limits = codec::Limits::default();
         let deadline = Instant::now() + settings.response_header_timeout;
         let mut fresh_only = false;
@@ -233,7 +238,7 @@ impl ConnPool {
                 },
             };
             // Encoded again only for the rare second try after a stale close.
-            let bytes = head.take().unwrap_or_else(|| encode_head(parts, raw));
+            let bytes = head.take().unwrap_or_else(|| encode_head(parts, fields));
             let sent = h1::exchange(
                 conn,
                 bytes,
@@ -389,12 +394,12 @@ fn prune(idle: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) {
 
 /// A copy of a request head for the HTTP/2 client, which takes its
 /// request by value (extensions are weir's own and stay behind).
-fn head_copy(head: &http::request::Parts, raw: Option<&RawFields>) -> http::request::Parts {
+fn head_copy(head: &http::request::Parts, (raw, added): Extra<'_>) -> http::request::Parts {
     let mut req = Request::new(());
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = head.uri.clone();
     *req.version_mut() = head.version;
-    let headers = match raw {
+    let mut headers = match raw {
         // The client's fields first, as on the wire; then weir's.
         Some(raw) => {
             let (mut map, _) = raw.clone().into_map();
@@ -405,15 +410,20 @@ fn head_copy(head: &http::request::Parts, raw: Option<&RawFields>) -> http::requ
         }
         None => head.headers.clone(),
     };
+    added.append_to(&mut headers);
     *req.headers_mut() = headers;
     req.into_parts().0
 }
 
 /// The request head for an HTTP/1.1 endpoint, in a pooled write buffer:
-/// the client's fields as received (if kept apart), then the head's.
-fn encode_head(parts: &http::request::Parts, raw: Option<&RawFields>) -> Vec<u8> {
+/// the client's fields as received (if kept apart), the head's, then
+/// weir's own.
+fn encode_head(parts: &http::request::Parts, (raw, added): Extra<'_>) -> Vec<u8> {
     let mut head = super::buffers::take_write();
-    let fields = codec::Fields::of(&parts.headers, &parts.extensions).with_raw(raw);
+    let (lines, n) = added.lines();
+    let fields = codec::Fields::of(&parts.headers, &parts.extensions)
+        .with_raw(raw)
+        .with_extra(lines.get(..n).unwrap_or_default());
     codec::encode_request_head(
         &parts.method,
         &parts.uri,

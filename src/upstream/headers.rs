@@ -70,6 +70,71 @@ impl<'a> RequestFields<'a> {
     }
 }
 
+/// The fields weir adds to a request it forwards, kept beside the head
+/// rather than in its map: an HTTP/1.1 endpoint gets them written after the
+/// client's fields, without a map (an allocation, and a hash and an insert
+/// per field) built for them; an HTTP/2 send appends them to its copy of
+/// the map ([`Added::append_to`]).
+#[derive(Clone, Debug, Default)]
+pub struct Added {
+    /// `X-Forwarded-For`: the client's chain, if any, then its address.
+    pub forwarded_for: Option<HeaderValue>,
+    /// `Forwarded`, when the client's lines were folded into one.
+    pub forwarded: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    pub forwarded_proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`.
+    pub forwarded_host: Option<HeaderValue>,
+    /// weir's `Via` entry, after the client's.
+    pub via: Option<HeaderValue>,
+    /// `X-Request-Id`.
+    pub request_id: Option<HeaderValue>,
+}
+
+/// One field line to write: name (as it goes out) and value.
+pub type Line<'a> = (&'static [u8], &'a [u8]);
+
+impl Added {
+    /// The fields as lines, names in Title-Case, in the order they are
+    /// written: the first `n` of the array.
+    pub fn lines(&self) -> ([Line<'_>; 6], usize) {
+        let mut out: [Line<'_>; 6] = [(b"", b""); 6];
+        let mut n = 0;
+        let all: [(&'static [u8], &Option<HeaderValue>); 6] = [
+            (b"X-Forwarded-For", &self.forwarded_for),
+            (b"Forwarded", &self.forwarded),
+            (b"X-Forwarded-Proto", &self.forwarded_proto),
+            (b"X-Forwarded-Host", &self.forwarded_host),
+            (b"Via", &self.via),
+            (b"X-Request-Id", &self.request_id),
+        ];
+        for (name, value) in all {
+            if let (Some(v), Some(slot)) = (value, out.get_mut(n)) {
+                *slot = (name, v.as_bytes());
+                n += 1;
+            }
+        }
+        (out, n)
+    }
+
+    /// Appends the fields to `map` (for an HTTP/2 request).
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        let all = [
+            (&X_FORWARDED_FOR, &self.forwarded_for),
+            (&header::FORWARDED, &self.forwarded),
+            (&X_FORWARDED_PROTO, &self.forwarded_proto),
+            (&X_FORWARDED_HOST, &self.forwarded_host),
+            (&header::VIA, &self.via),
+            (&X_REQUEST_ID, &self.request_id),
+        ];
+        for (name, value) in all {
+            if let Some(v) = value {
+                map.append(name.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// Whether the request asks for a protocol upgrade (WebSocket and friends):
 /// `Connection` lists `upgrade` and an `Upgrade` header is present.
 pub fn wants_upgrade(fields: RequestFields<'_>) -> bool {
@@ -218,8 +283,9 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Appends the client address to `X-Forwarded-For` and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Sets weir's `X-Forwarded-For` (the client's chain, then its address),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` in `added`, and drops the
+/// client's own lines of them from `headers` and `raw`.
 ///
 /// An existing `X-Forwarded-For` is kept and appended to (nginx's
 /// `$proxy_add_x_forwarded_for`): whether to trust it is the endpoint's
@@ -230,6 +296,7 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     raw: Option<&mut RawFields>,
+    added: &mut Added,
     client: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
@@ -240,7 +307,9 @@ pub fn add_forwarded(
     };
     // Several XFF lines are one list (RFC 9110 §5.3): every address is
     // kept, in order, then the client's.
-    let xff = match joined(fields, &X_FORWARDED_FOR) {
+    let chain = joined(fields, &X_FORWARDED_FOR);
+    let had_chain = chain.is_some();
+    added.forwarded_for = match chain {
         // The common case: no chain yet, the cached value is shared.
         None => Some(client.clone()),
         Some(mut chain) => {
@@ -251,15 +320,18 @@ pub fn add_forwarded(
     };
     // `Forwarded` passes through, its lines folded into one list too, for
     // endpoints that read only the first line.
-    let forwarded = match fields.get_all(&header::FORWARDED).nth(1) {
+    added.forwarded = match fields.get_all(&header::FORWARDED).nth(1) {
         Some(_) => {
             joined(fields, &header::FORWARDED).and_then(|v| HeaderValue::from_bytes(&v).ok())
         }
         None => None,
     };
-    // The client's own values of what weir sets go, from both places.
+    added.forwarded_proto = Some(HeaderValue::from_static(proto));
+    added.forwarded_host = host;
+    // The client's own lines of what weir sets go, from both places (an
+    // HTTP/1.1 request's map is empty here: these cost no hashing).
+    let folded = added.forwarded.is_some();
     if let Some(raw) = raw {
-        let folded = forwarded.is_some();
         raw.drop_where(|name, _| {
             let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
             is(b"x-forwarded-for")
@@ -268,21 +340,15 @@ pub fn add_forwarded(
                 || (folded && is(b"forwarded"))
         });
     }
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Some(v) = forwarded {
-        headers.insert(header::FORWARDED, v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host {
-        Some(v) => {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
+    if !headers.is_empty() {
+        if had_chain {
+            headers.remove(&X_FORWARDED_FOR);
         }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
+        if folded {
+            headers.remove(header::FORWARDED);
         }
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
     }
 }
 
@@ -316,17 +382,16 @@ fn joined(fields: RequestFields<'_>, name: &http::HeaderName) -> Option<Vec<u8>>
     out
 }
 
-/// Appends `Via: <protocol> <pseudonym>` (RFC 9110 §7.6.3).
-pub fn add_via(headers: &mut HeaderMap, version: http::Version, pseudonym: &str) {
+/// weir's `Via: <protocol> <pseudonym>` entry (RFC 9110 §7.6.3), which goes
+/// after the client's `Via` lines.
+pub fn add_via(added: &mut Added, version: http::Version, pseudonym: &str) {
     let proto = match version {
         http::Version::HTTP_10 => "1.0",
         http::Version::HTTP_2 => "2",
         http::Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("{proto} {pseudonym}")) {
-        headers.append(header::VIA, v);
-    }
+    added.via = HeaderValue::from_str(&format!("{proto} {pseudonym}")).ok();
 }
 
 /// A request id the client sent, if it is sane enough to log and forward:
@@ -364,6 +429,20 @@ pub fn new_request_id() -> HeaderValue {
 mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
+
+    /// `add_forwarded`, with weir's fields then appended to the map (as an
+    /// HTTP/2 send does), so that one map shows the outcome.
+    fn forward_into(
+        h: &mut HeaderMap,
+        raw: Option<&mut RawFields>,
+        client: &HeaderValue,
+        proto: &'static str,
+        host: Option<HeaderValue>,
+    ) {
+        let mut added = Added::default();
+        add_forwarded(h, raw, &mut added, client, proto, host);
+        added.append_to(h);
+    }
 
     /// Response fields as the HTTP/1.1 parser keeps them.
     fn raw(lines: &str) -> RawFields {
@@ -500,7 +579,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(
+        forward_into(
             &mut h,
             None,
             &client_ip_value("10.0.0.1".parse().unwrap()),
@@ -511,7 +590,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");
         let mut h = HeaderMap::new();
-        add_forwarded(
+        forward_into(
             &mut h,
             None,
             &client_ip_value("::1".parse().unwrap()),
@@ -533,7 +612,7 @@ mod tests {
             "forwarded",
             HeaderValue::from_static("for=3.3.3.3;proto=https"),
         );
-        add_forwarded(
+        forward_into(
             &mut h,
             None,
             &client_ip_value("10.0.0.1".parse().unwrap()),
@@ -552,7 +631,7 @@ mod tests {
             X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\
             Forwarded: for=1.1.1.1\r\nForwarded: for=2.2.2.2\r\nServer: s\r\n");
         let mut h = HeaderMap::new();
-        add_forwarded(
+        forward_into(
             &mut h,
             Some(&mut fields),
             &client_ip_value("10.0.0.1".parse().unwrap()),
@@ -567,7 +646,7 @@ mod tests {
         assert!(!h.contains_key("x-forwarded-host"));
         // One Forwarded line passes through where it was.
         let mut fields = raw("Forwarded: for=1.1.1.1\r\n");
-        add_forwarded(
+        forward_into(
             &mut HeaderMap::new(),
             Some(&mut fields),
             &h["x-forwarded-for"],
@@ -575,6 +654,39 @@ mod tests {
             None,
         );
         assert_eq!(fields.get("forwarded"), Some(&b"for=1.1.1.1"[..]));
+    }
+
+    #[test]
+    fn added_fields_are_written_in_order_and_only_when_set() {
+        let mut added = Added {
+            request_id: Some(HeaderValue::from_static("id-1")),
+            ..Added::default()
+        };
+        add_via(&mut added, http::Version::HTTP_2, "edge");
+        add_forwarded(
+            &mut HeaderMap::new(),
+            None,
+            &mut added,
+            &client_ip_value("10.0.0.1".parse().unwrap()),
+            "https",
+            None,
+        );
+        let (lines, n) = added.lines();
+        let names: Vec<&[u8]> = lines.iter().take(n).map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                &b"X-Forwarded-For"[..],
+                b"X-Forwarded-Proto",
+                b"Via",
+                b"X-Request-Id"
+            ]
+        );
+        assert_eq!(lines[2].1, b"2 edge");
+        let mut map = HeaderMap::new();
+        added.append_to(&mut map);
+        assert_eq!(map.len(), 4);
+        assert_eq!(map["x-forwarded-proto"], "https");
     }
 
     #[test]
