@@ -89,6 +89,10 @@ pub enum ProxyError {
         /// What was wrong.
         reason: std::borrow::Cow<'static, str>,
     },
+    /// A route middleware answered instead of the upstream (see
+    /// [`Refusal`]).
+    #[error("refused by middleware `{}`: {}", .0.middleware, .0.reason)]
+    Refused(Box<Refusal>),
     /// No response headers within the pool's `response_header` timeout.
     #[error("upstream {addr} sent no response headers within {timeout:?}")]
     ResponseTimeout {
@@ -127,6 +131,7 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ProxyError::Refused(r) => r.status(),
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
@@ -154,6 +159,7 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream_error",
             ProxyError::UpstreamProtocol { .. } => "upstream_protocol_error",
             ProxyError::ResponseTimeout { .. } => "response_timeout",
+            ProxyError::Refused(_) => "refused",
         }
     }
 
@@ -181,6 +187,7 @@ impl ProxyError {
             }
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout".to_owned(),
             ProxyError::ResponseTimeout { .. } => "upstream response timeout".to_owned(),
+            ProxyError::Refused(r) => r.kind.client_message().to_owned(),
         }
     }
 }
@@ -201,6 +208,85 @@ fn head_status(e: &crate::http1::HeadError) -> StatusCode {
         | HeadError::Host(_)
         | HeadError::ContentLength(_)
         | HeadError::TransferEncoding(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A middleware's answer in place of the upstream's: who answered, why
+/// (a metric label), and what the client gets. The status follows from
+/// [`RefusalKind`], here, like every other status weir decides.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The middleware's name (`middleware` label, access-log field).
+    pub middleware: Arc<str>,
+    /// What kind of answer it is; decides the status.
+    pub kind: RefusalKind,
+    /// Why, as a short stable word (`reason` label): `missing_token`,
+    /// `expired`, `over_limit`, `denied`, ...
+    pub reason: &'static str,
+    /// Fields of the answer (`WWW-Authenticate`, `Retry-After`,
+    /// `Location`, ...), besides those every weir answer has.
+    pub headers: http::HeaderMap,
+    /// The body; empty means weir's short text for the status (none for
+    /// a redirect).
+    pub body: bytes::Bytes,
+}
+
+/// The kinds of middleware answers, each with its status (RFC 9110 §15,
+/// RFC 6585 §4 for 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No credentials, or credentials that do not verify: 401.
+    Unauthenticated,
+    /// Valid credentials without the right (a required claim), or a
+    /// client address that is not allowed: 403.
+    Forbidden,
+    /// Over a rate limit: 429.
+    RateLimited,
+    /// The service that decides (an auth service, a key set) could not
+    /// be asked: 503. The request is never let through unchecked.
+    Unavailable,
+    /// A redirect (301, 302, 307, 308).
+    Redirect(StatusCode),
+    /// An auth service's own refusal, passed on as it answered (so a
+    /// redirect to a login page reaches the browser).
+    Answer(StatusCode),
+}
+
+impl Refusal {
+    /// A refusal with no fields or body of its own.
+    pub fn new(middleware: &Arc<str>, kind: RefusalKind, reason: &'static str) -> Refusal {
+        Refusal {
+            middleware: Arc::clone(middleware),
+            kind,
+            reason,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
+
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RefusalKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+            RefusalKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalKind::Redirect(s) | RefusalKind::Answer(s) => s,
+        }
+    }
+}
+
+impl RefusalKind {
+    /// weir's text for an answer without a body of its own.
+    pub fn client_message(self) -> &'static str {
+        match self {
+            RefusalKind::Unauthenticated => "authentication required",
+            RefusalKind::Forbidden => "forbidden",
+            RefusalKind::RateLimited => "too many requests",
+            RefusalKind::Unavailable => "the service that authorizes this request is unavailable",
+            RefusalKind::Redirect(_) => "redirect",
+            RefusalKind::Answer(_) => "refused",
+        }
     }
 }
 
@@ -342,6 +428,24 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.status().as_u16(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_maps_to_its_status() {
+        let name: Arc<str> = "mw".into();
+        let cases = [
+            (RefusalKind::Unauthenticated, 401),
+            (RefusalKind::Forbidden, 403),
+            (RefusalKind::RateLimited, 429),
+            (RefusalKind::Unavailable, 503),
+            (RefusalKind::Redirect(StatusCode::PERMANENT_REDIRECT), 308),
+            (RefusalKind::Answer(StatusCode::FOUND), 302),
+        ];
+        for (kind, code) in cases {
+            let err = ProxyError::Refused(Box::new(Refusal::new(&name, kind, "why")));
+            assert_eq!(err.status().as_u16(), code, "{kind:?}");
+            assert_eq!(err.kind(), "refused");
         }
     }
 

@@ -107,6 +107,7 @@ pub mod health;
 pub mod http1;
 pub mod limits;
 pub mod metrics;
+pub mod middleware;
 pub mod probe;
 pub mod proxy;
 pub mod reload;

@@ -89,7 +89,89 @@ struct Families {
     discovery: DiscoveryFamilies,
     config: ConfigFamilies,
     tls: TlsFamilies,
+    middleware: MiddlewareFamilies,
     refs: Mutex<HashMap<SeriesKey, usize>>,
+}
+
+/// Route middleware (`weir_middleware_*`, `weir_rate_limited_total`).
+#[derive(Debug)]
+struct MiddlewareFamilies {
+    rejections: IntCounterVec,
+    rate_limited: IntCounterVec,
+}
+
+impl MiddlewareFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(Self {
+            rejections: counter_vec(
+                r,
+                "weir_middleware_rejections_total",
+                "Requests a route middleware answered itself (refused, redirected), by route, \
+                 middleware and reason.",
+                &["route", "middleware", "reason"],
+            )?,
+            rate_limited: counter_vec(
+                r,
+                "weir_rate_limited_total",
+                "Requests answered 429 by a rate_limit middleware, by route and middleware.",
+                &["route", "middleware"],
+            )?,
+        })
+    }
+
+    /// Drops every series of one middleware on one route, whatever its
+    /// reasons (they are open-ended, so they are read from the family).
+    fn remove(&self, route: &str, middleware: &str) {
+        let _ = self.rate_limited.remove_label_values(&[route, middleware]);
+        let mut reasons = Vec::new();
+        for family in self.rejections.collect() {
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_owned())
+                };
+                if label("route").as_deref() == Some(route)
+                    && label("middleware").as_deref() == Some(middleware)
+                {
+                    reasons.extend(label("reason"));
+                }
+            }
+        }
+        for reason in reasons {
+            let _ = self
+                .rejections
+                .remove_label_values(&[route, middleware, &reason]);
+        }
+    }
+}
+
+/// Counters of one middleware on one route.
+#[derive(Debug)]
+pub struct MiddlewareMetrics {
+    families: Arc<Families>,
+    route: String,
+    middleware: String,
+    rate_limited: IntCounter,
+    _guard: SeriesGuard,
+}
+
+impl MiddlewareMetrics {
+    /// Counts one request the middleware answered itself, by `reason`.
+    /// (Refusals are off the fast path, so the label lookup is per call.)
+    pub fn rejected(&self, reason: &str) {
+        self.families
+            .middleware
+            .rejections
+            .with_label_values(&[&self.route, &self.middleware, reason])
+            .inc();
+    }
+
+    /// Counts one request a rate limit refused.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
 }
 
 /// Requests answered to clients (`weir_requests_*`, body bytes).
@@ -197,6 +279,7 @@ enum SeriesKey {
     Pool(String),
     Endpoint(String, String),
     Source(String, String),
+    Middleware(String, String),
 }
 
 /// Removes a label set's series when its last owner is dropped.
@@ -282,6 +365,7 @@ impl Families {
                     .last_success
                     .remove_label_values(&[pool, source]);
             }
+            SeriesKey::Middleware(route, middleware) => self.middleware.remove(route, middleware),
             SeriesKey::Endpoint(pool, ep) => {
                 self.upstream.remove_endpoint(pool, ep);
                 for to in ["healthy", "unhealthy"] {
@@ -828,6 +912,7 @@ impl Metrics {
             discovery: DiscoveryFamilies::register(&r)?,
             config: ConfigFamilies::register(&r)?,
             tls: TlsFamilies::register(&r)?,
+            middleware: MiddlewareFamilies::register(&r)?,
             registry: r,
             refs: Mutex::new(HashMap::new()),
         };
@@ -916,6 +1001,24 @@ impl Metrics {
             _guard: self
                 .inner
                 .guard(SeriesKey::Route(route.to_owned(), pool.to_owned())),
+        }
+    }
+
+    /// Handles for middleware `middleware` on route `route`.
+    pub fn middleware(&self, route: &str, middleware: &str) -> MiddlewareMetrics {
+        let f = &self.inner;
+        MiddlewareMetrics {
+            families: Arc::clone(f),
+            route: route.to_owned(),
+            middleware: middleware.to_owned(),
+            rate_limited: f
+                .middleware
+                .rate_limited
+                .with_label_values(&[route, middleware]),
+            _guard: f.guard(SeriesKey::Middleware(
+                route.to_owned(),
+                middleware.to_owned(),
+            )),
         }
     }
 

@@ -39,6 +39,7 @@ use crate::error::ProxyError;
 use crate::health::passive::{self, EjectionReason, Outcome, PassivePolicy};
 use crate::http1::RawFields;
 use crate::metrics::{self, RouteMetrics};
+use crate::middleware::{self, Chain};
 use crate::retry::{self, Attempt, AttemptResult, RetryDecision, RetryEnv};
 use crate::snapshot::Shared;
 use crate::upstream::body::{ClientBody, Completion, RequestBody, ResponseBody, UpstreamBody};
@@ -187,6 +188,11 @@ struct Record {
     _admission: crate::limits::Admission,
     /// The exchange's clock, for the response body to stamp.
     progress: Option<crate::limits::Progress>,
+    /// The middleware that answered instead of the upstream.
+    middleware: Option<Arc<str>>,
+    /// The route's chain and how far the request went through it, when
+    /// some step edits responses.
+    chain: Option<(Arc<Chain>, middleware::Passed)>,
 }
 
 impl Completion for Record {
@@ -218,6 +224,7 @@ impl Completion for Record {
             bytes,
             complete,
             request_id = self.request_id.to_str().unwrap_or("-"),
+            middleware = self.middleware.as_deref().unwrap_or("-"),
         );
     }
 }
@@ -263,6 +270,8 @@ pub async fn handle(
         request_id: request_id.clone(),
         _admission: crate::limits::Admission::default(),
         progress: None,
+        middleware: None,
+        chain: None,
     };
     // Not boxed: each caller already holds this future only while the
     // request is in flight (the HTTP/1.1 driver boxes its per-request
@@ -287,6 +296,14 @@ pub async fn handle(
             error_response(&err, &request_id)
         }
     };
+    if let Some((chain, passed)) = &record.chain {
+        let (mut parts, mut body) = response.into_parts();
+        chain.edit_response(
+            *passed,
+            middleware::Fields::new(&mut parts.headers, body.raw_fields_mut()),
+        );
+        response = Response::from_parts(parts, body);
+    }
     if downstream_version == Version::HTTP_2 {
         // Only the HTTP/1.1 encoder writes raw fields (see `RawFields`).
         let (mut parts, mut body) = response.into_parts();
@@ -385,14 +402,21 @@ async fn prepare(
         raw: raw.as_ref(),
     };
     let host = host::request_host(req.uri(), fields, req.version())?;
-    let (pool, via) = route(ctx, &host.routing_name(), req.uri().path(), record)?;
+    let (pool, via, chain) = route(ctx, &host.routing_name(), req.uri().path(), record)?;
+    let (mut parts, body) = req.into_parts();
+    if let Some(chain) = chain {
+        run_chain(ctx, chain, &mut parts, raw.as_mut(), &host, record).await?;
+    }
     record.pool = Some(Arc::clone(&pool));
     let (lease, admission) = pool.admit(Instant::now()).await?;
     record._admission = admission;
     record.endpoint = Some(lease.backend().addr());
 
-    let upgrade = req.version() != Version::HTTP_2 && hdr::wants_upgrade(fields);
-    let (mut parts, body) = req.into_parts();
+    let fields = RequestFields {
+        map: &parts.headers,
+        raw: raw.as_ref(),
+    };
+    let upgrade = parts.version != Version::HTTP_2 && hdr::wants_upgrade(fields);
     let target = Target {
         path_and_query: parts
             .uri
@@ -466,15 +490,12 @@ fn trim_client_fields(
     });
 }
 
+type Routed = (Arc<Pool>, Option<Arc<str>>, Option<Arc<Chain>>);
+
 /// Routes `host` and `path` under the current snapshot, whose guard is
-/// held only here (never across `.await`); returns the pool and the `Via`
-/// pseudonym.
-fn route(
-    ctx: &ConnCtx,
-    host: &str,
-    path: &str,
-    record: &mut Record,
-) -> Result<(Arc<Pool>, Option<Arc<str>>), ProxyError> {
+/// held only here (never across `.await`); returns the pool, the `Via`
+/// pseudonym and the route's middleware.
+fn route(ctx: &ConnCtx, host: &str, path: &str, record: &mut Record) -> Result<Routed, ProxyError> {
     let snap = ctx.shared.snapshot();
     record.log = snap.access_log;
     if record.log {
@@ -483,7 +504,47 @@ fn route(
     let route = snap.routes.resolve(host, path).ok_or(ProxyError::NoRoute)?;
     record.route = Some(Arc::clone(&route.name));
     record.route_metrics = Some(Arc::clone(&route.target.metrics));
-    Ok((Arc::clone(&route.target.pool), snap.via.clone()))
+    let chain = route.target.chain.clone();
+    Ok((Arc::clone(&route.target.pool), snap.via.clone(), chain))
+}
+
+/// Runs the route's middleware on the request (boxed: only routes with
+/// middleware pay for the chain's future). A refusal becomes the answer;
+/// either way the record learns how far the request went, for the
+/// response edits and the access log.
+async fn run_chain(
+    ctx: &ConnCtx,
+    chain: Arc<Chain>,
+    parts: &mut http::request::Parts,
+    raw: Option<&mut RawFields>,
+    host: &RawHost,
+    record: &mut Record,
+) -> Result<(), ProxyError> {
+    let mut req = middleware::Request::new(
+        &parts.method,
+        &mut parts.uri,
+        parts.version,
+        middleware::Fields::new(&mut parts.headers, raw),
+        host.as_str(),
+        ctx.scheme == "https",
+        ctx.peer.ip(),
+        record.start,
+    );
+    let result = Box::pin(chain.run(&mut req)).await;
+    let (passed, refusal) = match result {
+        Ok(passed) => (passed, None),
+        Err((refusal, passed)) => (passed, Some(refusal)),
+    };
+    if chain.edits_responses() {
+        record.chain = Some((chain, passed));
+    }
+    match refusal {
+        None => Ok(()),
+        Some(refusal) => {
+            record.middleware = Some(Arc::clone(&refusal.middleware));
+            Err(ProxyError::Refused(refusal))
+        }
+    }
 }
 
 /// The per-request inputs of [`rewrite_head`].
@@ -1094,6 +1155,9 @@ impl Tunnel {
 
 /// A short plain-text error response carrying the request id.
 pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
+    if let ProxyError::Refused(refusal) = err {
+        return refusal_response(refusal, request_id);
+    }
     let status = err.status();
     let text = format!(
         "{} {}: {}\nrequest-id: {}\n",
@@ -1121,5 +1185,45 @@ pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Re
         // The connection's state is suspect after a malformed request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    res
+}
+
+/// A middleware's answer: its status and fields, its body or weir's short
+/// text (none for a redirect), and the request id.
+fn refusal_response(
+    refusal: &crate::error::Refusal,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let status = refusal.status();
+    let text = match refusal.kind {
+        _ if !refusal.body.is_empty() => refusal.body.clone(),
+        crate::error::RefusalKind::Redirect(_) => bytes::Bytes::new(),
+        kind => format!(
+            "{} {}: {}\nrequest-id: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            kind.client_message(),
+            request_id.to_str().unwrap_or("-"),
+        )
+        .into(),
+    };
+    let own_body = refusal.body.is_empty();
+    let mut res = Response::new(ResponseBody::full(text));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    if own_body && !matches!(refusal.kind, crate::error::RefusalKind::Redirect(_)) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    let redirect = matches!(refusal.kind, crate::error::RefusalKind::Redirect(_));
+    if !redirect && !refusal.headers.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    for (name, value) in &refusal.headers {
+        h.append(name.clone(), value.clone());
+    }
+    h.insert(X_REQUEST_ID.clone(), request_id.clone());
     res
 }

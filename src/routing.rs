@@ -146,6 +146,7 @@ mod tests {
                 .collect(),
             path_prefix: prefix.into(),
             pool: pool.into(),
+            middleware: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::middleware::{Chain, Set};
 use crate::routing::RoutingTable;
 use crate::upstream::Pool;
 
@@ -26,6 +27,8 @@ pub struct RouteTarget {
     pub pool: Arc<Pool>,
     /// Request counters of this route.
     pub metrics: Arc<RouteMetrics>,
+    /// The route's middleware, if it lists any.
+    pub chain: Option<Arc<Chain>>,
 }
 
 /// Everything a request needs from the configuration.
@@ -45,6 +48,8 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Pseudonym for the `Via` header, if configured.
     pub via: Option<Arc<str>>,
+    /// Middleware instances by name (kept across reloads when unchanged).
+    pub middleware: Set,
 }
 
 impl Snapshot {
@@ -57,6 +62,7 @@ impl Snapshot {
     /// Builds a snapshot. Pools of `previous` whose config is unchanged are
     /// reused as they are; in changed pools, backends whose address and
     /// weight are unchanged are reused, with their load and connections.
+    /// Middleware whose config is unchanged are reused with their state.
     pub fn build(
         config: Arc<Config>,
         version: u64,
@@ -83,11 +89,14 @@ impl Snapshot {
             .iter()
             .map(|r| (r.name.as_str(), Arc::new(metrics.route(&r.name, &r.pool))))
             .collect();
+        let middleware = Set::build(&config.middleware, previous.map(|p| &p.middleware));
+        let trusted: Arc<[ipnet::IpNet]> = config.trusted_proxies.as_slice().into();
         let routes = RoutingTable::new(&config.routes, |route| {
             let pool = pools.iter().find(|p| **p.name() == *route.pool)?;
             Some(RouteTarget {
                 pool: Arc::clone(pool),
                 metrics: Arc::clone(route_metrics.get(route.name.as_str())?),
+                chain: middleware.chain(route, &trusted, metrics),
             })
         });
         Snapshot {
@@ -97,6 +106,7 @@ impl Snapshot {
             via: config.headers.via.as_deref().map(Arc::from),
             routes,
             pools,
+            middleware,
             config,
         }
     }

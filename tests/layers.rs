@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["metrics", "error", "routing", "limits"],
     // pools and what writes their endpoint sets; the request path's state
-    &["upstream", "discovery", "probe", "snapshot"],
+    &["upstream", "discovery", "probe", "middleware", "snapshot"],
     // one request
     &["proxy"],
     // traffic listeners

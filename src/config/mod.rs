@@ -13,6 +13,7 @@
 
 mod duration;
 mod error;
+pub mod middleware;
 mod raw;
 mod validate;
 
@@ -45,6 +46,11 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// Headers weir adds to proxied requests.
     pub headers: HeadersConfig,
+    /// Named middleware, in file order. Names are unique; routes list them.
+    pub middleware: Vec<middleware::MiddlewareConfig>,
+    /// Peers whose `X-Forwarded-For` is believed when middleware asks for
+    /// the client's address (see `crate::middleware::client_ip`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Content hash of the YAML text and of every certificate, key and CA
     /// file it names (16 hex digits, FNV-1a), shown in `/status` and the
     /// `weir_config_version` gauge so operators can tell which files a
@@ -162,6 +168,9 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Name of the pool that serves this route.
     pub pool: String,
+    /// Names of the middleware its requests go through, in order (each
+    /// defined in [`Config::middleware`]).
+    pub middleware: Vec<String>,
 }
 
 /// How a route matches the request's host (lower-cased, port removed).

@@ -43,6 +43,10 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     /// `pools:`, required and non-empty.
     pub pools: Option<Vec<RawPool>>,
+    /// `middleware:`, named request policies routes list.
+    pub middleware: Option<Vec<super::middleware::RawMiddleware>>,
+    /// `trusted_proxies:`, CIDRs whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// One entry of `listeners:`.
@@ -253,6 +257,8 @@ pub struct RawRoute {
     pub path_prefix: Option<String>,
     /// Name of the pool serving the route.
     pub pool: String,
+    /// Names of the middleware the route's requests go through, in order.
+    pub middleware: Option<Vec<String>>,
 }
 
 /// One entry of `pools:`.

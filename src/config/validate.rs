@@ -86,12 +86,14 @@ pub fn empty() -> Config {
         },
         access_log: AccessLogConfig { enabled: true },
         headers: HeadersConfig { via: None },
+        middleware: Vec::new(),
+        trusted_proxies: Vec::new(),
         hash: String::new(),
     }
 }
 
 /// The document being validated, kept to build located errors.
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
     base: Option<&'a Path>,
@@ -100,7 +102,11 @@ struct Validator<'a> {
 impl Validator<'_> {
     /// A semantic error at `key_path`, with the line and column of that value
     /// when the document contains it.
-    fn err(&self, key_path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(
+        &self,
+        key_path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let key_path = key_path.into();
         let location = raw::locate(self.text, &key_path);
         ConfigError::Invalid {
@@ -159,7 +165,9 @@ impl Validator<'_> {
         };
 
         let pools = self.pools(raw.pools, &global)?;
-        let routes = self.routes(raw.routes, &pools)?;
+        let middleware = super::middleware::validate(self, raw.middleware)?;
+        let trusted_proxies = super::middleware::trusted_proxies(self, raw.trusted_proxies)?;
+        let routes = self.routes(raw.routes, &pools, &middleware)?;
 
         Ok(Config {
             listeners,
@@ -169,6 +177,8 @@ impl Validator<'_> {
             server,
             access_log,
             headers: HeadersConfig { via },
+            middleware,
+            trusted_proxies,
             hash: String::new(),
         })
     }
@@ -991,6 +1001,7 @@ impl Validator<'_> {
         &self,
         raw: Option<Vec<RawRoute>>,
         pools: &[PoolConfig],
+        middleware: &[super::middleware::MiddlewareConfig],
     ) -> Result<Vec<RouteConfig>, ConfigError> {
         let raw = match raw {
             Some(list) if !list.is_empty() => list,
@@ -1029,11 +1040,13 @@ impl Validator<'_> {
                 ));
             }
             self.route_pool(&key, &name, &r.pool, pools)?;
+            let middleware = super::middleware::route_list(self, &key, r.middleware, middleware)?;
             out.push(RouteConfig {
                 name,
                 hosts,
                 path_prefix,
                 pool: r.pool,
+                middleware,
             });
         }
         Ok(out)
@@ -1095,7 +1108,7 @@ impl Validator<'_> {
 
     /// A file path from the config, relative ones joined to the config
     /// file's directory.
-    fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         if value.trim().is_empty() {
             return Err(self.err(key, "empty file path"));
         }
@@ -1194,7 +1207,7 @@ impl Validator<'_> {
     }
 
     /// Names appear in metrics labels and logs, so an empty one is a mistake.
-    fn name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+    pub(super) fn name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
         if name.trim().is_empty() {
             return Err(self.err(key, "name must not be empty"));
         }
@@ -1202,7 +1215,7 @@ impl Validator<'_> {
     }
 
     /// A timeout that would make every request fail if zero.
-    fn nonzero(
+    pub(super) fn nonzero(
         &self,
         key: &str,
         value: Option<ConfigDuration>,

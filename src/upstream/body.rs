@@ -408,6 +408,14 @@ impl Body for ResponseBody {
 }
 
 impl ResponseBody {
+    /// The endpoint's response fields kept as received, to edit them.
+    pub fn raw_fields_mut(&mut self) -> Option<&mut RawFields> {
+        match &mut self.inner {
+            Inner::Upstream(b) => b.raw_fields_mut(),
+            Inner::Full(_) => None,
+        }
+    }
+
     /// Takes out the endpoint's response fields kept as received, for an
     /// HTTP/1.1 encoder to write before the response's map.
     pub fn take_raw_fields(&mut self) -> Option<RawFields> {

@@ -1,0 +1,233 @@
+//! `middleware:`: named request policies, defined once at the top level
+//! and listed per route (`routes[].middleware: [name, ...]`), in order.
+//!
+//! Each entry has a `name` and exactly one kind key, as in Traefik:
+//!
+//! ```yaml
+//! middleware:
+//!   - name: strip-api
+//!     rewrite: { strip_prefix: /api }
+//! ```
+//!
+//! Every kind has its own file here with its raw (serde) shape, its
+//! validated shape and its checks; the runtime side is `crate::middleware`.
+//! Validated configs compare with `==`, which is how a reload tells an
+//! unchanged middleware (whose state survives) from a changed one.
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::validate::Validator;
+
+pub mod headers;
+pub mod ip_filter;
+pub mod redirect;
+pub mod rewrite;
+
+pub use headers::{HeaderOps, HeadersConfig};
+pub use ip_filter::IpFilterConfig;
+pub use redirect::RedirectConfig;
+pub use rewrite::RewriteConfig;
+
+/// One entry of `middleware:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a middleware mapping with `name` and one kind, e.g. `rewrite: {strip_prefix: /api}`"
+)]
+pub struct RawMiddleware {
+    /// Unique name, listed by routes.
+    pub name: String,
+    /// `headers:`.
+    pub headers: Option<headers::RawHeadersMiddleware>,
+    /// `rewrite:`.
+    pub rewrite: Option<rewrite::RawRewrite>,
+    /// `redirect:`.
+    pub redirect: Option<redirect::RawRedirect>,
+    /// `ip_filter:`.
+    pub ip_filter: Option<ip_filter::RawIpFilter>,
+}
+
+/// The kind keys, for messages.
+const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`";
+
+impl RawMiddleware {
+    /// How many kind keys the entry sets (validation wants exactly one).
+    fn kinds(&self) -> usize {
+        [
+            self.headers.is_some(),
+            self.rewrite.is_some(),
+            self.redirect.is_some(),
+            self.ip_filter.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+    }
+}
+
+/// One validated middleware.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiddlewareConfig {
+    /// Unique name (metrics label `middleware`, access-log field).
+    pub name: String,
+    /// What it does.
+    pub kind: MiddlewareKind,
+}
+
+/// The kinds of middleware.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MiddlewareKind {
+    /// Set, add or remove request and response fields.
+    Headers(HeadersConfig),
+    /// Change the request's path before it is forwarded.
+    Rewrite(RewriteConfig),
+    /// Answer with a redirect to another scheme, host or path.
+    Redirect(RedirectConfig),
+    /// Allow and deny client addresses.
+    IpFilter(IpFilterConfig),
+}
+
+impl MiddlewareKind {
+    /// The kind's key, as written in the config.
+    pub fn key(&self) -> &'static str {
+        match self {
+            MiddlewareKind::Headers(_) => "headers",
+            MiddlewareKind::Rewrite(_) => "rewrite",
+            MiddlewareKind::Redirect(_) => "redirect",
+            MiddlewareKind::IpFilter(_) => "ip_filter",
+        }
+    }
+}
+
+/// Validates `middleware:` (absent is an empty list).
+pub(super) fn validate(
+    v: &Validator<'_>,
+    raw: Option<Vec<RawMiddleware>>,
+) -> Result<Vec<MiddlewareConfig>, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let mut out: Vec<MiddlewareConfig> = Vec::with_capacity(raw.len());
+    for (i, m) in raw.into_iter().enumerate() {
+        let key = format!("middleware[{i}]");
+        v.name(&format!("{key}.name"), &m.name)?;
+        if let Some(first) = out.iter().position(|o| o.name == m.name) {
+            return Err(v.err(
+                format!("{key}.name"),
+                format!(
+                    "duplicate middleware name `{}` (also used by middleware[{first}])",
+                    m.name
+                ),
+            ));
+        }
+        match m.kinds() {
+            1 => {}
+            0 => {
+                return Err(v.err(
+                    key,
+                    format!("middleware `{}` has no kind; add one of {KINDS}", m.name),
+                ))
+            }
+            _ => {
+                return Err(v.err(
+                    key,
+                    format!(
+                        "middleware `{}` has more than one kind; give each its own entry \
+                         and list them in order on the route",
+                        m.name
+                    ),
+                ))
+            }
+        }
+        let kind = kind(v, &key, m.headers, m.rewrite, m.redirect, m.ip_filter)?;
+        out.push(MiddlewareConfig { name: m.name, kind });
+    }
+    Ok(out)
+}
+
+/// The one kind an entry sets (checked by the caller), validated.
+fn kind(
+    v: &Validator<'_>,
+    key: &str,
+    headers: Option<headers::RawHeadersMiddleware>,
+    rewrite: Option<rewrite::RawRewrite>,
+    redirect: Option<redirect::RawRedirect>,
+    ip_filter: Option<ip_filter::RawIpFilter>,
+) -> Result<MiddlewareKind, ConfigError> {
+    if let Some(h) = headers {
+        return headers::validate(v, &format!("{key}.headers"), h).map(MiddlewareKind::Headers);
+    }
+    if let Some(r) = rewrite {
+        return rewrite::validate(v, &format!("{key}.rewrite"), r).map(MiddlewareKind::Rewrite);
+    }
+    if let Some(r) = redirect {
+        return redirect::validate(v, &format!("{key}.redirect"), r).map(MiddlewareKind::Redirect);
+    }
+    if let Some(f) = ip_filter {
+        return ip_filter::validate(v, &format!("{key}.ip_filter"), f)
+            .map(MiddlewareKind::IpFilter);
+    }
+    Err(v.err(key, format!("add one of {KINDS}")))
+}
+
+/// Checks a route's `middleware:` list: every name defined, none twice.
+pub(super) fn route_list(
+    v: &Validator<'_>,
+    key: &str,
+    names: Option<Vec<String>>,
+    defined: &[MiddlewareConfig],
+) -> Result<Vec<String>, ConfigError> {
+    let names = names.unwrap_or_default();
+    for (j, name) in names.iter().enumerate() {
+        let item = format!("{key}.middleware[{j}]");
+        if names.iter().take(j).any(|n| n == name) {
+            return Err(v.err(item, format!("middleware `{name}` is listed twice")));
+        }
+        if defined.iter().all(|m| m.name != *name) {
+            let all = defined.iter().map(|m| m.name.as_str());
+            let hint = match super::error::did_you_mean(name, all) {
+                Some(best) => format!("; did you mean `{best}`?"),
+                None => String::new(),
+            };
+            return Err(v.err(
+                item,
+                format!("middleware `{name}` is not defined under `middleware:`{hint}"),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+/// Parses a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (a
+/// host: `/32` or `/128`), as nginx's `allow` and `set_real_ip_from` do.
+pub(super) fn cidr(v: &Validator<'_>, key: &str, s: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        if net.trunc() != net {
+            return Err(v.err(
+                key,
+                format!("`{s}` has host bits set; the network is `{}`", net.trunc()),
+            ));
+        }
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            v.err(
+                key,
+                format!("`{s}` is not an address or CIDR, e.g. `10.0.0.0/8` or `2001:db8::/32`"),
+            )
+        })
+}
+
+/// Validates `trusted_proxies:` (absent is none: the client is the peer).
+pub(super) fn trusted_proxies(
+    v: &Validator<'_>,
+    raw: Option<Vec<String>>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| cidr(v, &format!("trusted_proxies[{i}]"), s))
+        .collect()
+}
