@@ -138,31 +138,25 @@ pub(super) fn validate(
                 ))
             }
         }
-        let kind = kind(v, &key, m.headers, m.rewrite, m.redirect, m.ip_filter)?;
-        out.push(MiddlewareConfig { name: m.name, kind });
+        let name = m.name.clone();
+        let kind = kind(v, &key, m)?;
+        out.push(MiddlewareConfig { name, kind });
     }
     Ok(out)
 }
 
 /// The one kind an entry sets (checked by the caller), validated.
-fn kind(
-    v: &Validator<'_>,
-    key: &str,
-    headers: Option<headers::RawHeadersMiddleware>,
-    rewrite: Option<rewrite::RawRewrite>,
-    redirect: Option<redirect::RawRedirect>,
-    ip_filter: Option<ip_filter::RawIpFilter>,
-) -> Result<MiddlewareKind, ConfigError> {
-    if let Some(h) = headers {
+fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind, ConfigError> {
+    if let Some(h) = m.headers {
         return headers::validate(v, &format!("{key}.headers"), h).map(MiddlewareKind::Headers);
     }
-    if let Some(r) = rewrite {
+    if let Some(r) = m.rewrite {
         return rewrite::validate(v, &format!("{key}.rewrite"), r).map(MiddlewareKind::Rewrite);
     }
-    if let Some(r) = redirect {
+    if let Some(r) = m.redirect {
         return redirect::validate(v, &format!("{key}.redirect"), r).map(MiddlewareKind::Redirect);
     }
-    if let Some(f) = ip_filter {
+    if let Some(f) = m.ip_filter {
         return ip_filter::validate(v, &format!("{key}.ip_filter"), f)
             .map(MiddlewareKind::IpFilter);
     }
