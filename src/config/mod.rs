@@ -430,6 +430,9 @@ impl Config {
                 parts.extend(tls.material());
             }
         }
+        for m in &config.middleware {
+            parts.extend(m.kind.files().into_iter().map(|(_, bytes)| bytes));
+        }
         config.hash = hash_parts(&parts);
         Ok(config)
     }
@@ -462,7 +465,7 @@ impl Config {
             return false;
         };
         let mut files = Vec::new();
-        for f in self.tls_files() {
+        for f in self.watched_files() {
             match std::fs::read(f) {
                 Ok(bytes) => files.push(bytes),
                 Err(_) => return false,
@@ -473,9 +476,10 @@ impl Config {
         hash_parts(&parts) == self.hash
     }
 
-    /// Every certificate, key and CA file the config names: the reloader
-    /// watches their directories.
-    pub fn tls_files(&self) -> Vec<&Path> {
+    /// Every file the config names besides itself (certificates, keys, CA
+    /// bundles, middleware files such as htpasswd): the reloader watches
+    /// their directories.
+    pub fn watched_files(&self) -> Vec<&Path> {
         let mut out = Vec::new();
         for l in &self.listeners {
             if let Some(tls) = &l.tls {
@@ -486,6 +490,9 @@ impl Config {
             if let Some(tls) = &p.tls {
                 out.extend(tls.files());
             }
+        }
+        for m in &self.middleware {
+            out.extend(m.kind.files().into_iter().map(|(path, _)| path));
         }
         out
     }

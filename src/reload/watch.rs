@@ -4,7 +4,8 @@
 //! # What the watcher reacts to
 //!
 //! The watched *files* are the config file and every certificate, key and
-//! CA file of the running config ([`Config::tls_files`]). The watcher
+//! CA file, and every middleware file (htpasswd, secrets), of the running
+//! config ([`Config::watched_files`]). The watcher
 //! watches the directory each of them is named in (not the file's inode:
 //! editors replace files by rename, and Kubernetes swaps a ConfigMap by
 //! re-pointing a `..data` symlink), and from those directories' events it
@@ -228,7 +229,7 @@ fn first_symlink(path: &Path) -> Option<(PathBuf, PathBuf)> {
 /// `config`.
 fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
-    files.extend(config.tls_files().into_iter().map(absolute));
+    files.extend(config.watched_files().into_iter().map(absolute));
     files
 }
 

@@ -89,6 +89,19 @@ pub enum MiddlewareKind {
 }
 
 impl MiddlewareKind {
+    /// The files this middleware read when the config was loaded (an
+    /// htpasswd file, a secret), with their bytes as read: they are part
+    /// of the config's version hash, and the reloader watches them as it
+    /// watches certificates, so an edit reloads the config.
+    pub fn files(&self) -> Vec<(&std::path::Path, &[u8])> {
+        match self {
+            MiddlewareKind::Headers(_)
+            | MiddlewareKind::Rewrite(_)
+            | MiddlewareKind::Redirect(_)
+            | MiddlewareKind::IpFilter(_) => Vec::new(),
+        }
+    }
+
     /// The kind's key, as written in the config.
     pub fn key(&self) -> &'static str {
         match self {
