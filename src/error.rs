@@ -48,6 +48,15 @@ pub enum ProxyError {
         /// The pool's name.
         pool: Arc<str>,
     },
+    /// The pool's circuit breaker (`pools[].circuit_breaker`) is at one
+    /// of its thresholds: 503 at once, with `x-weir-overloaded: true`.
+    #[error("pool `{pool}` is at its circuit breaker's {threshold}")]
+    CircuitOpen {
+        /// The pool's name.
+        pool: Arc<str>,
+        /// The threshold reached (its config key).
+        threshold: &'static str,
+    },
     /// The pool has no endpoint that may take traffic.
     #[error("no available endpoint in pool `{pool}`")]
     NoEndpoint {
@@ -128,9 +137,9 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::ClientBody(fault) => fault.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint { .. } | ProxyError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoint { .. }
+            | ProxyError::Overloaded { .. }
+            | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Refused(r) => r.status(),
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
@@ -152,6 +161,7 @@ impl ProxyError {
             ProxyError::ClientBody(BodyFault::TooLarge) => "body_too_large",
             ProxyError::ClientBody(BodyFault::Timeout) => "body_timeout",
             ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::NoRoute => "no_route",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::Connect { .. } => "connect_error",
@@ -179,6 +189,7 @@ impl ProxyError {
                 "request body not received in time".to_owned()
             }
             ProxyError::Overloaded { pool } => format!("pool `{pool}` is at its request limit"),
+            ProxyError::CircuitOpen { pool, .. } => format!("pool `{pool}` is overloaded"),
             ProxyError::NoRoute => "no route for this host and path".to_owned(),
             ProxyError::NoEndpoint { pool } => format!("no available endpoint in pool `{pool}`"),
             ProxyError::Connect { .. } => "upstream connect error".to_owned(),
@@ -402,6 +413,13 @@ mod tests {
             (ProxyError::ClientBody(BodyFault::Timeout), 408),
             (ProxyError::UriTooLong, 414),
             (ProxyError::Overloaded { pool: "p".into() }, 503),
+            (
+                ProxyError::CircuitOpen {
+                    pool: "p".into(),
+                    threshold: "max_requests",
+                },
+                503,
+            ),
             (ProxyError::NoRoute, 404),
             (ProxyError::NoEndpoint { pool: "p".into() }, 503),
             (

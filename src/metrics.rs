@@ -197,6 +197,7 @@ struct ListenerFamilies {
 struct PoolFamilies {
     no_endpoint: IntCounterVec,
     limit_rejected: IntCounterVec,
+    breaker_rejected: IntCounterVec,
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
 }
@@ -340,6 +341,12 @@ impl Families {
                 let _ = self.requests.sent_bytes.remove_label_values(&[pool]);
                 let _ = self.pools.no_endpoint.remove_label_values(&[pool]);
                 let _ = self.pools.limit_rejected.remove_label_values(&[pool]);
+                for t in crate::limits::breaker::Threshold::ALL {
+                    let _ = self
+                        .pools
+                        .breaker_rejected
+                        .remove_label_values(&[pool, t.as_str()]);
+                }
                 for reason in RetryReason::ALL {
                     let _ = self
                         .pools
@@ -422,6 +429,9 @@ pub struct PoolMetrics {
     /// Requests answered 503 because the pool's request limits had no
     /// free slot within `queue_timeout`.
     pub limit_rejected: IntCounter,
+    /// Circuit-breaker refusals, by [`crate::limits::breaker::Threshold`]
+    /// in `ALL` order (count with [`PoolMetrics::breaker_rejected`]).
+    breaker_rejected: [IntCounter; 4],
     /// Retries by reason, indexed by [`RetryReason::index`] (count with
     /// [`PoolMetrics::retried`]).
     pub retries: [IntCounter; RetryReason::COUNT],
@@ -435,6 +445,16 @@ pub struct PoolMetrics {
 }
 
 impl PoolMetrics {
+    /// Counts one circuit-breaker refusal.
+    pub fn breaker_rejected(&self, threshold: crate::limits::breaker::Threshold) {
+        let i = crate::limits::breaker::Threshold::ALL
+            .iter()
+            .position(|t| *t == threshold);
+        if let Some(c) = i.and_then(|i| self.breaker_rejected.get(i)) {
+            c.inc();
+        }
+    }
+
     /// Counts one retry.
     pub fn retried(&self, reason: RetryReason) {
         // In range by construction: the array is built from `ALL`.
@@ -719,6 +739,13 @@ impl PoolFamilies {
                 "Requests answered 503 because the pool's request limits had no free slot \
                  within `queue_timeout`.",
                 &["pool"],
+            )?,
+            breaker_rejected: counter_vec(
+                r,
+                "weir_circuit_breaker_rejected_total",
+                "Requests answered 503 at once (or retries not made) because the pool's circuit \
+                 breaker was at a threshold, by pool and threshold.",
+                &["pool", "threshold"],
             )?,
             retries: counter_vec(
                 r,
@@ -1031,6 +1058,11 @@ impl Metrics {
             sent_bytes: f.requests.sent_bytes.with_label_values(&[pool]),
             no_endpoint: f.pools.no_endpoint.with_label_values(&[pool]),
             limit_rejected: f.pools.limit_rejected.with_label_values(&[pool]),
+            breaker_rejected: crate::limits::breaker::Threshold::ALL.map(|t| {
+                f.pools
+                    .breaker_rejected
+                    .with_label_values(&[pool, t.as_str()])
+            }),
             retries: RetryReason::ALL
                 .map(|r| f.pools.retries.with_label_values(&[pool, r.as_str()])),
             budget_exhausted: f.pools.budget_exhausted.with_label_values(&[pool]),

@@ -671,6 +671,8 @@ async fn attempts(
     let mut next = Some(first);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut number = 1u32;
+    // The breaker's unit for the retry in flight (see `limits::breaker`).
+    let mut _retry_unit = None;
     loop {
         record.endpoint = Some(lease.backend().addr());
         let body = match (next.take(), &plan.replay) {
@@ -705,6 +707,16 @@ async fn attempts(
                     endpoint,
                 } => (reason, wait, endpoint),
             };
+        // `max_retries`: a retry that would pass it is not made; this
+        // attempt's outcome stands.
+        let unit = match pool.breaker().retry() {
+            Ok(unit) => unit,
+            Err(threshold) => {
+                pool.metrics().breaker_rejected(threshold);
+                return exchange.into_answer(lease);
+            }
+        };
+        _retry_unit = Some(unit);
         pool.metrics().retried(reason);
         tracing::debug!(pool = %pool.name(), endpoint = %lease.backend().addr(),
             outcome = %exchange, reason = reason.as_str(), "retrying on another endpoint");
@@ -1153,6 +1165,9 @@ impl Tunnel {
     }
 }
 
+/// Set on 503s weir sheds itself (circuit breaker, pool limits).
+static X_WEIR_OVERLOADED: header::HeaderName = header::HeaderName::from_static("x-weir-overloaded");
+
 /// A short plain-text error response carrying the request id.
 pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<ResponseBody> {
     if let ProxyError::Refused(refusal) = err {
@@ -1184,6 +1199,14 @@ pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Re
     ) {
         // The connection's state is suspect after a malformed request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if matches!(
+        err,
+        ProxyError::CircuitOpen { .. } | ProxyError::Overloaded { .. }
+    ) {
+        // Envoy's `x-envoy-overloaded`: the 503 is the proxy shedding load,
+        // not an endpoint's answer, so a client may back off and retry.
+        h.insert(X_WEIR_OVERLOADED.clone(), HeaderValue::from_static("true"));
     }
     res
 }

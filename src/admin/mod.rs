@@ -212,8 +212,27 @@ fn pool_json(pool: &Pool, now: Instant) -> Value {
     json!({
         "name": &**pool.name(),
         "panic": pool.in_panic(),
+        "circuit_breaker": breaker_json(pool),
         "endpoints": endpoints,
         "sources": sources,
+    })
+}
+
+/// The pool's circuit breaker: each threshold with what it counts now
+/// (`null` when unset); `null` for a pool without one.
+fn breaker_json(pool: &Pool) -> Value {
+    let b = pool.breaker();
+    if b.is_off() {
+        return Value::Null;
+    }
+    let c = b.config();
+    let (requests, pending, retries) = b.counts();
+    let entry = |max: Option<usize>, now: usize| json!({ "max": max, "current": now });
+    json!({
+        "max_requests": entry(c.max_requests, requests),
+        "max_pending_requests": entry(c.max_pending_requests, pending),
+        "max_retries": entry(c.max_retries, retries),
+        "max_connections": entry(c.max_connections, pool.open_connections()),
     })
 }
 

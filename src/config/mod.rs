@@ -214,6 +214,23 @@ pub struct PoolConfig {
     pub tls: Option<UpstreamTls>,
     /// Concurrency limits (`limits:`).
     pub limits: PoolLimits,
+    /// Fail-fast thresholds (`circuit_breaker:`).
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// A pool's `circuit_breaker:` block: Envoy's thresholds. When one is
+/// reached the pool answers 503 with `x-weir-overloaded: true` at once,
+/// without queueing (see `crate::limits::breaker`). `None` = no threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CircuitBreakerConfig {
+    /// Upstream connections open to the pool's endpoints at once.
+    pub max_connections: Option<usize>,
+    /// Requests waiting in the pool's `limits` queue at once.
+    pub max_pending_requests: Option<usize>,
+    /// Requests in flight to the pool at once.
+    pub max_requests: Option<usize>,
+    /// Retries in flight to the pool at once.
+    pub max_retries: Option<usize>,
 }
 
 /// One entry of a pool's `discovery:` list.

@@ -300,6 +300,25 @@ pub struct RawPool {
     pub tls: Option<RawUpstreamTls>,
     /// Concurrency limits.
     pub limits: Option<RawPoolLimits>,
+    /// Fail-fast thresholds.
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+/// A pool's `circuit_breaker:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `max_connections`, `max_pending_requests`, `max_requests` and/or `max_retries`"
+)]
+pub struct RawCircuitBreaker {
+    /// Open upstream connections.
+    pub max_connections: Option<i64>,
+    /// Requests waiting in the `limits` queue.
+    pub max_pending_requests: Option<i64>,
+    /// Requests in flight.
+    pub max_requests: Option<i64>,
+    /// Retries in flight.
+    pub max_retries: Option<i64>,
 }
 
 /// One `discovery:` entry: a map with one key naming the registry.

@@ -25,11 +25,11 @@ use super::raw::{
 };
 use super::raw::{RawConsul, RawDns, RawEtcd, RawHttpSource};
 use super::{
-    AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, Config, ConsulConfig, DiscoveryConfig,
-    DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig, HealthConfig, HostHeader,
-    HostMatch, HttpSourceConfig, LimitsConfig, ListenerConfig, ListenerTls, LoadMetric,
-    PeakEwmaConfig, PoolConfig, PoolLimits, PoolTimeouts, RetryConfig, RouteConfig, ServerConfig,
-    SourceKind, TlsVersion, UpstreamProtocol, UpstreamTls,
+    AccessLogConfig, AdminConfig, Algorithm, BalanceConfig, CircuitBreakerConfig, Config,
+    ConsulConfig, DiscoveryConfig, DnsConfig, DnsRecord, EndpointConfig, EtcdConfig, HeadersConfig,
+    HealthConfig, HostHeader, HostMatch, HttpSourceConfig, LimitsConfig, ListenerConfig,
+    ListenerTls, LoadMetric, PeakEwmaConfig, PoolConfig, PoolLimits, PoolTimeouts, RetryConfig,
+    RouteConfig, ServerConfig, SourceKind, TlsVersion, UpstreamProtocol, UpstreamTls,
 };
 use crate::health::passive::{PassivePolicy, StatusSet};
 use crate::health::{parse_status_range, ActivePolicy, ProbeKind};
@@ -353,7 +353,42 @@ impl Validator<'_> {
             retries: self.retries(&format!("{key}.retries"), p.retries)?,
             discovery,
             tls,
+            circuit_breaker: self.circuit_breaker(&key, p.circuit_breaker, p.limits.as_ref())?,
             limits: self.pool_limits(&format!("{key}.limits"), p.limits)?,
+        })
+    }
+
+    /// A pool's `circuit_breaker:`; `max_pending_requests` needs a `limits`
+    /// cap, since without one no request ever waits.
+    fn circuit_breaker(
+        &self,
+        pool_key: &str,
+        raw: Option<raw::RawCircuitBreaker>,
+        limits: Option<&raw::RawPoolLimits>,
+    ) -> Result<CircuitBreakerConfig, ConfigError> {
+        let key = format!("{pool_key}.circuit_breaker");
+        let b = raw.unwrap_or_default();
+        let count = |k: &str, v: Option<i64>| match v {
+            None => Ok(None),
+            Some(v) => self
+                .int_in(&format!("{key}.{k}"), Some(v), 1, 1, MAX_SIZE)
+                .map(|v| Some(v as usize)),
+        };
+        let queues = limits
+            .is_some_and(|l| l.max_requests.is_some() || l.max_requests_per_endpoint.is_some());
+        if b.max_pending_requests.is_some() && !queues {
+            return Err(self.err(
+                format!("{key}.max_pending_requests"),
+                "requests wait only for a `limits` slot: set `limits.max_requests` or \
+                 `limits.max_requests_per_endpoint` on this pool, or use \
+                 `circuit_breaker.max_requests` to refuse without waiting",
+            ));
+        }
+        Ok(CircuitBreakerConfig {
+            max_connections: count("max_connections", b.max_connections)?,
+            max_pending_requests: count("max_pending_requests", b.max_pending_requests)?,
+            max_requests: count("max_requests", b.max_requests)?,
+            max_retries: count("max_retries", b.max_retries)?,
         })
     }
 

@@ -27,10 +27,68 @@ impl Pool {
     /// boxed: its future is large, and every request's future (which the
     /// connection keeps for its whole life) would otherwise grow by it.
     pub async fn admit(&self, now: Instant) -> Result<(Lease, Admission), ProxyError> {
+        if !self.breaker().is_off() {
+            return Box::pin(self.admit_guarded(now)).await;
+        }
+        self.admit_gated(now).await
+    }
+
+    /// Admission through the request slots alone.
+    async fn admit_gated(&self, now: Instant) -> Result<(Lease, Admission), ProxyError> {
         if self.gate().is_open() {
             return Ok((self.pick(now)?, Admission::default()));
         }
         Box::pin(self.admit_queued()).await
+    }
+
+    /// Admission for a pool with a circuit breaker: its request unit
+    /// first (refused at once at `max_requests`), then the slots, then the
+    /// connection threshold for a request that must open a connection.
+    async fn admit_guarded(&self, now: Instant) -> Result<(Lease, Admission), ProxyError> {
+        let unit = self.breaker().request().map_err(|t| self.trip(t))?;
+        let (lease, mut admission) = self.admit_gated(now).await?;
+        if lease.backend().idle_connections() == 0 {
+            let open = self.open_connections().saturating_sub(1);
+            self.breaker().may_connect(open).map_err(|t| self.trip(t))?;
+        }
+        admission.breaker = Some(unit);
+        Ok((lease, admission))
+    }
+
+    /// Upstream connections open to the pool's endpoints, counting one
+    /// per HTTP/1.1 request in flight (each holds its own connection) and
+    /// the idle ones; for HTTP/2, one per endpoint with a live connection.
+    pub fn open_connections(&self) -> usize {
+        let set = self.backends();
+        set.backends()
+            .iter()
+            .map(|b| match b.conns().protocol() {
+                crate::config::UpstreamProtocol::Http1 => {
+                    b.in_flight() as usize + b.idle_connections()
+                }
+                crate::config::UpstreamProtocol::H2c => {
+                    b.idle_connections().max(usize::from(b.in_flight() > 0))
+                }
+            })
+            .sum()
+    }
+
+    /// Counts a breaker refusal and makes its error.
+    pub fn trip(&self, threshold: crate::limits::breaker::Threshold) -> ProxyError {
+        self.metrics().breaker_rejected(threshold);
+        ProxyError::CircuitOpen {
+            pool: Arc::clone(self.name()),
+            threshold: threshold.as_str(),
+        }
+    }
+
+    /// A unit of `max_pending_requests` for a request about to wait, or
+    /// the breaker's refusal.
+    fn pending(&self) -> Result<Option<crate::limits::breaker::Slot>, ProxyError> {
+        if self.breaker().config().max_pending_requests.is_none() {
+            return Ok(None);
+        }
+        self.breaker().pending().map(Some).map_err(|t| self.trip(t))
     }
 
     fn reject(&self) -> ProxyError {
@@ -44,10 +102,14 @@ impl Pool {
     async fn admit_queued(&self) -> Result<(Lease, Admission), ProxyError> {
         let gate = self.gate();
         let deadline = Instant::now() + gate.limits().queue_timeout;
+        let waits = gate.available() == Some(0);
+        let pending = if waits { self.pending()? } else { None };
         let mut admission = Admission {
             pool: gate.pool_slot(deadline).await.map_err(|()| self.reject())?,
             endpoint: None,
+            breaker: None,
         };
+        drop(pending);
         let lease = self.pick(Instant::now())?;
         let Some(max) = gate.limits().max_requests_per_endpoint else {
             return Ok((lease, admission));
@@ -63,6 +125,7 @@ impl Pool {
             return Ok(other.with_pool_slot(admission));
         }
         // Every endpoint is full: wait for the selector's pick.
+        let _pending = self.pending()?;
         match tokio::time::timeout_at(deadline, first.acquire_owned()).await {
             Ok(Ok(p)) => {
                 admission.endpoint = Some(p);

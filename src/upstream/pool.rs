@@ -145,6 +145,7 @@ pub struct Pool {
     panic_checked_ms: AtomicU64,
     base: Instant,
     gate: crate::limits::PoolGate,
+    breaker: crate::limits::breaker::Breaker,
 }
 
 /// What the pool's discovery sources last reported.
@@ -246,6 +247,7 @@ impl Pool {
             panic_checked_ms: AtomicU64::new(0),
             base: now,
             gate: crate::limits::PoolGate::new(&config.limits),
+            breaker: crate::limits::breaker::Breaker::new(&config.circuit_breaker),
         };
         let reuse: Vec<Arc<Backend>> = previous
             .map(|(_, old)| old.backends().backends().to_vec())
@@ -380,6 +382,11 @@ impl Pool {
     /// The pool's request slots (`limits:`).
     pub fn gate(&self) -> &crate::limits::PoolGate {
         &self.gate
+    }
+
+    /// The pool's circuit breaker.
+    pub fn breaker(&self) -> &crate::limits::breaker::Breaker {
+        &self.breaker
     }
 
     /// The pool's retry budget.

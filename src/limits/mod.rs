@@ -39,6 +39,8 @@
 //! endpoint without this check (the pool-wide slot is already held), and a
 //! WebSocket tunnel gives its slots back when the 101 response is sent.
 
+pub mod breaker;
+
 use std::collections::HashMap;
 use std::future::Future as _;
 use std::net::SocketAddr;
@@ -368,6 +370,8 @@ pub struct Admission {
     pub pool: Option<OwnedSemaphorePermit>,
     /// The endpoint's slot, when it has `max_requests_per_endpoint`.
     pub endpoint: Option<OwnedSemaphorePermit>,
+    /// The circuit breaker's request unit, when it has `max_requests`.
+    pub breaker: Option<breaker::Slot>,
 }
 
 impl PoolGate {
