@@ -672,7 +672,7 @@ async fn attempts(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut number = 1u32;
     // The breaker's unit for the retry in flight (see `limits::breaker`).
-    let mut _retry_unit = None;
+    let mut retry_unit = None;
     loop {
         record.endpoint = Some(lease.backend().addr());
         let body = match (next.take(), &plan.replay) {
@@ -697,6 +697,7 @@ async fn attempts(
             current: lease.backend().addr(),
             now,
             exchange: &exchange,
+            unit: &mut retry_unit,
         };
         let (reason, wait, endpoint) =
             match retry::decide_retry(&attempt, &pool.settings().retries, &mut env) {
@@ -707,16 +708,6 @@ async fn attempts(
                     endpoint,
                 } => (reason, wait, endpoint),
             };
-        // `max_retries`: a retry that would pass it is not made; this
-        // attempt's outcome stands.
-        let unit = match pool.breaker().retry() {
-            Ok(unit) => unit,
-            Err(threshold) => {
-                pool.metrics().breaker_rejected(threshold);
-                return exchange.into_answer(lease);
-            }
-        };
-        _retry_unit = Some(unit);
         pool.metrics().retried(reason);
         tracing::debug!(pool = %pool.name(), endpoint = %lease.backend().addr(),
             outcome = %exchange, reason = reason.as_str(), "retrying on another endpoint");
@@ -926,6 +917,9 @@ struct PoolRetry<'a> {
     current: SocketAddr,
     now: Instant,
     exchange: &'a Exchange,
+    /// The breaker's unit for the retry being decided (held until the
+    /// request's attempts end).
+    unit: &'a mut Option<crate::limits::breaker::Slot>,
 }
 
 impl RetryEnv for PoolRetry<'_> {
@@ -936,6 +930,16 @@ impl RetryEnv for PoolRetry<'_> {
     }
 
     fn another_endpoint(&mut self) -> Option<Lease> {
+        // `max_retries`: a retry that would pass it is not made (before the
+        // pick, so a refused retry does not move the selector); this
+        // attempt's outcome stands.
+        match self.pool.breaker().retry() {
+            Ok(unit) => *self.unit = Some(unit),
+            Err(threshold) => {
+                self.pool.metrics().breaker_rejected(threshold);
+                return None;
+            }
+        }
         self.tried.push(self.current);
         self.pool.pick_excluding(self.now, self.tried).ok()
     }

@@ -353,7 +353,7 @@ impl Validator<'_> {
             retries: self.retries(&format!("{key}.retries"), p.retries)?,
             discovery,
             tls,
-            circuit_breaker: self.circuit_breaker(&key, p.circuit_breaker, p.limits.as_ref())?,
+            circuit_breaker: self.circuit_breaker(key, p.circuit_breaker, p.limits.as_ref())?,
             limits: self.pool_limits(&format!("{key}.limits"), p.limits)?,
         })
     }
