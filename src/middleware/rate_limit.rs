@@ -24,8 +24,8 @@
 //! so globally approximate; an evicted key comes back with a full bucket.
 //! `governor`, the usual Rust rate-limit crate, was not used: its keyed
 //! limiter (a `DashMap`) only shrinks when `retain_recent` is called, so a
-//! scan of spoofed keys grows it without bound between sweeps, and its
-//! clock abstraction does not take tokio's (pausable) `Instant`. GCRA
+//! scan of spoofed keys grows it without bound between sweeps (and its
+//! clocks would need an adapter for tokio's pausable `Instant`). GCRA
 //! itself is a few lines of arithmetic; the LRU bookkeeping is the part
 //! worth a crate.
 //!
@@ -431,7 +431,7 @@ mod tests {
             assert!(l.check(ip(n), t0).admitted, "fresh key {n}");
             assert!(l.len() <= 64);
         }
-        assert!(l.len() > 0);
+        assert!(!l.is_empty());
         // The last key is remembered (still limited); the first was
         // evicted and starts over with a full bucket.
         assert!(!l.check(ip(9_999), t0).admitted);
