@@ -18,7 +18,8 @@
 //! chains are rebuilt every time (they are cheap: names and handles).
 //!
 //! Each kind has its own module; the pure ones (`headers`, `rewrite`,
-//! `redirect`, `ip_filter`) only compute on the request. The client
+//! `redirect`, `ip_filter`) only compute on the request; `rate_limit`
+//! keeps bounded per-route buckets in the instance. The client
 //! address rule they share is [`client_ip`].
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::metrics::{Metrics, MiddlewareMetrics};
 
 pub mod client_ip;
 pub mod ip_filter;
+pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
 
@@ -174,6 +176,7 @@ enum Kind {
     Rewrite(rewrite::Rewrite),
     Redirect(redirect::Redirect),
     IpFilter(ip_filter::IpFilter),
+    RateLimit(rate_limit::RateLimit),
 }
 
 impl Middleware {
@@ -184,6 +187,7 @@ impl Middleware {
             MiddlewareKind::Rewrite(c) => Kind::Rewrite(rewrite::Rewrite::new(c)),
             MiddlewareKind::Redirect(c) => Kind::Redirect(redirect::Redirect::new(c)),
             MiddlewareKind::IpFilter(c) => Kind::IpFilter(ip_filter::IpFilter::new(c)),
+            MiddlewareKind::RateLimit(c) => Kind::RateLimit(rate_limit::RateLimit::new(c)),
         };
         Middleware {
             name: config.name.as_str().into(),
@@ -195,6 +199,15 @@ impl Middleware {
     /// The middleware's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// How many buckets a `rate_limit` keeps (bounded by its
+    /// `max_keys`); `None` for other kinds.
+    pub fn rate_limit_keys(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::RateLimit(r) => Some(r.keys()),
+            _ => None,
+        }
     }
 
     /// Lets the request on (possibly changed) or answers it.
@@ -212,6 +225,7 @@ impl Middleware {
             }
             Kind::Redirect(r) => r.apply(&self.name, req),
             Kind::IpFilter(f) => f.apply(&self.name, req, env.trusted),
+            Kind::RateLimit(r) => r.apply(&self.name, req, env),
         }
     }
 
@@ -228,6 +242,8 @@ impl Middleware {
 struct Env<'a> {
     trusted: &'a [ipnet::IpNet],
     metrics: &'a MiddlewareMetrics,
+    /// The route's name (per-route state, such as rate-limit buckets).
+    route: &'a Arc<str>,
 }
 
 /// The middleware of one route, in order.
@@ -235,6 +251,7 @@ struct Env<'a> {
 pub struct Chain {
     steps: Box<[(Arc<Middleware>, MiddlewareMetrics)]>,
     trusted: Arc<[ipnet::IpNet]>,
+    route: Arc<str>,
     /// Whether any step edits responses.
     edits_responses: bool,
 }
@@ -253,6 +270,7 @@ impl Chain {
             let env = Env {
                 trusted: &self.trusted,
                 metrics,
+                route: &self.route,
             };
             if let Err(refusal) = m.apply(req, &env).await {
                 env.metrics.rejected(refusal.reason);
@@ -333,6 +351,7 @@ impl Set {
         Some(Arc::new(Chain {
             steps,
             trusted: Arc::clone(trusted),
+            route: route.name.as_str().into(),
             edits_responses,
         }))
     }

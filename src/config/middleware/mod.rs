@@ -21,11 +21,13 @@ use super::validate::Validator;
 
 pub mod headers;
 pub mod ip_filter;
+pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
 
 pub use headers::{HeaderOps, HeadersConfig};
 pub use ip_filter::IpFilterConfig;
+pub use rate_limit::{RateKey, RateLimitConfig};
 pub use redirect::RedirectConfig;
 pub use rewrite::RewriteConfig;
 
@@ -46,10 +48,12 @@ pub struct RawMiddleware {
     pub redirect: Option<redirect::RawRedirect>,
     /// `ip_filter:`.
     pub ip_filter: Option<ip_filter::RawIpFilter>,
+    /// `rate_limit:`.
+    pub rate_limit: Option<rate_limit::RawRateLimit>,
 }
 
 /// The kind keys, for messages.
-const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`";
+const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`, `rate_limit`";
 
 impl RawMiddleware {
     /// How many kind keys the entry sets (validation wants exactly one).
@@ -59,6 +63,7 @@ impl RawMiddleware {
             self.rewrite.is_some(),
             self.redirect.is_some(),
             self.ip_filter.is_some(),
+            self.rate_limit.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)
@@ -86,6 +91,8 @@ pub enum MiddlewareKind {
     Redirect(RedirectConfig),
     /// Allow and deny client addresses.
     IpFilter(IpFilterConfig),
+    /// Refuse requests over a rate (429), per client, header or route.
+    RateLimit(RateLimitConfig),
 }
 
 impl MiddlewareKind {
@@ -98,7 +105,8 @@ impl MiddlewareKind {
             MiddlewareKind::Headers(_)
             | MiddlewareKind::Rewrite(_)
             | MiddlewareKind::Redirect(_)
-            | MiddlewareKind::IpFilter(_) => Vec::new(),
+            | MiddlewareKind::IpFilter(_)
+            | MiddlewareKind::RateLimit(_) => Vec::new(),
         }
     }
 
@@ -109,6 +117,7 @@ impl MiddlewareKind {
             MiddlewareKind::Rewrite(_) => "rewrite",
             MiddlewareKind::Redirect(_) => "redirect",
             MiddlewareKind::IpFilter(_) => "ip_filter",
+            MiddlewareKind::RateLimit(_) => "rate_limit",
         }
     }
 }
@@ -172,6 +181,10 @@ fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind
     if let Some(f) = m.ip_filter {
         return ip_filter::validate(v, &format!("{key}.ip_filter"), f)
             .map(MiddlewareKind::IpFilter);
+    }
+    if let Some(r) = m.rate_limit {
+        return rate_limit::validate(v, &format!("{key}.rate_limit"), r)
+            .map(MiddlewareKind::RateLimit);
     }
     Err(v.err(key, format!("add one of {KINDS}")))
 }
