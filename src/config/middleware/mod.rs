@@ -19,11 +19,15 @@ use serde::Deserialize;
 use super::error::ConfigError;
 use super::validate::Validator;
 
+pub mod basic_auth;
+pub mod forward_auth;
 pub mod headers;
 pub mod ip_filter;
 pub mod redirect;
 pub mod rewrite;
 
+pub use basic_auth::BasicAuthConfig;
+pub use forward_auth::ForwardAuthConfig;
 pub use headers::{HeaderOps, HeadersConfig};
 pub use ip_filter::IpFilterConfig;
 pub use redirect::RedirectConfig;
@@ -46,10 +50,14 @@ pub struct RawMiddleware {
     pub redirect: Option<redirect::RawRedirect>,
     /// `ip_filter:`.
     pub ip_filter: Option<ip_filter::RawIpFilter>,
+    /// `basic_auth:`.
+    pub basic_auth: Option<basic_auth::RawBasicAuth>,
+    /// `forward_auth:`.
+    pub forward_auth: Option<forward_auth::RawForwardAuth>,
 }
 
 /// The kind keys, for messages.
-const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`";
+const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`, `basic_auth`, `forward_auth`";
 
 impl RawMiddleware {
     /// How many kind keys the entry sets (validation wants exactly one).
@@ -59,6 +67,8 @@ impl RawMiddleware {
             self.rewrite.is_some(),
             self.redirect.is_some(),
             self.ip_filter.is_some(),
+            self.basic_auth.is_some(),
+            self.forward_auth.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)
@@ -86,6 +96,10 @@ pub enum MiddlewareKind {
     Redirect(RedirectConfig),
     /// Allow and deny client addresses.
     IpFilter(IpFilterConfig),
+    /// HTTP Basic authentication against an htpasswd file.
+    BasicAuth(BasicAuthConfig),
+    /// Ask an auth service about each request.
+    ForwardAuth(ForwardAuthConfig),
 }
 
 impl MiddlewareKind {
@@ -95,10 +109,12 @@ impl MiddlewareKind {
     /// watches certificates, so an edit reloads the config.
     pub fn files(&self) -> Vec<(&std::path::Path, &[u8])> {
         match self {
+            MiddlewareKind::BasicAuth(b) => vec![(b.users_file.as_path(), b.file_bytes.as_slice())],
             MiddlewareKind::Headers(_)
             | MiddlewareKind::Rewrite(_)
             | MiddlewareKind::Redirect(_)
-            | MiddlewareKind::IpFilter(_) => Vec::new(),
+            | MiddlewareKind::IpFilter(_)
+            | MiddlewareKind::ForwardAuth(_) => Vec::new(),
         }
     }
 
@@ -109,6 +125,8 @@ impl MiddlewareKind {
             MiddlewareKind::Rewrite(_) => "rewrite",
             MiddlewareKind::Redirect(_) => "redirect",
             MiddlewareKind::IpFilter(_) => "ip_filter",
+            MiddlewareKind::BasicAuth(_) => "basic_auth",
+            MiddlewareKind::ForwardAuth(_) => "forward_auth",
         }
     }
 }
@@ -172,6 +190,14 @@ fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind
     if let Some(f) = m.ip_filter {
         return ip_filter::validate(v, &format!("{key}.ip_filter"), f)
             .map(MiddlewareKind::IpFilter);
+    }
+    if let Some(b) = m.basic_auth {
+        return basic_auth::validate(v, &format!("{key}.basic_auth"), b)
+            .map(MiddlewareKind::BasicAuth);
+    }
+    if let Some(f) = m.forward_auth {
+        return forward_auth::validate(v, &format!("{key}.forward_auth"), f)
+            .map(MiddlewareKind::ForwardAuth);
     }
     Err(v.err(key, format!("add one of {KINDS}")))
 }
