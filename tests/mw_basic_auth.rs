@@ -197,6 +197,62 @@ async fn other_hash_schemes_are_refused_at_load_with_the_file_line() {
     assert!(err.contains("cannot read"), "{err}");
 }
 
+#[test]
+fn bad_keys_are_refused_with_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.htpasswd");
+    htpasswd(&file, &[("alice", "pw")]);
+    let f = file.display();
+    let cases = [
+        (
+            "{realm: weir}".to_owned(),
+            "basic_auth",
+            "`users_file` is required",
+        ),
+        (
+            format!("{{users_file: \"{f}\", realm: 'a\"b'}}"),
+            "basic_auth.realm",
+            "realm",
+        ),
+        (
+            format!("{{users_file: \"{f}\", user_header: Authorization}}"),
+            "basic_auth.user_header",
+            "X-Auth-User",
+        ),
+        (
+            format!("{{users_file: \"{f}\", user_header: Host}}"),
+            "basic_auth.user_header",
+            "set by weir",
+        ),
+        (
+            format!("{{users_file: \"{f}\", realms: x}}"),
+            "",
+            "unknown field",
+        ),
+    ];
+    for (mw, at, want) in cases {
+        let yaml = config("127.0.0.1:1".parse().unwrap(), &mw, "bad");
+        let err = weir::Config::from_yaml(&yaml, "test.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("middleware[0].{at}")) || at.is_empty(),
+            "{err}"
+        );
+        assert!(err.contains(want), "{mw}: {err}");
+    }
+    std::fs::write(&file, "# nobody\n").unwrap();
+    let yaml = config(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!("{{users_file: \"{f}\"}}"),
+        "",
+    );
+    let err = weir::Config::from_yaml(&yaml, "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no users"), "{err}");
+}
+
 #[tokio::test]
 async fn editing_the_users_file_reloads_the_users_and_drops_cached_passwords() {
     let backend = echo_backend("b").await;

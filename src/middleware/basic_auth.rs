@@ -89,10 +89,19 @@ impl std::fmt::Debug for BasicAuth {
 }
 
 /// Credentials as decoded: `user:password`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Credentials {
     decoded: Vec<u8>,
     colon: usize,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &String::from_utf8_lossy(self.user()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Credentials {

@@ -120,11 +120,14 @@ pub(in crate::config) fn validate(
     let response_headers = names("response_headers", raw.response_headers.unwrap_or_default())?;
     let max_response_bytes = match raw.max_response_bytes {
         None => DEFAULT_MAX_RESPONSE_BYTES,
-        Some(n) if (0..=MAX_RESPONSE_BYTES).contains(&n) => usize::try_from(n).unwrap_or(0),
+        Some(n) if (1..=MAX_RESPONSE_BYTES).contains(&n) => usize::try_from(n).unwrap_or(1),
         Some(_) => {
             return Err(v.err(
                 format!("{key}.max_response_bytes"),
-                format!("must be between 0 and {MAX_RESPONSE_BYTES}, e.g. 65536"),
+                format!(
+                    "must be between 1 and {MAX_RESPONSE_BYTES} (a denial with a longer body \
+                     is a 503), e.g. 65536"
+                ),
             ))
         }
     };
