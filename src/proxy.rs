@@ -281,46 +281,53 @@ pub async fn handle(
     if let Some(end) = &mut stream_end {
         end.answered = true;
     }
-    let mut response = match result {
+    let response = match result {
         Ok(res) => res,
-        Err(err) => {
-            let status = err.status();
-            if status.is_server_error() {
-                tracing::warn!(
-                    request_id = request_id.to_str().unwrap_or("-"),
-                    pool = record.pool.as_ref().map_or("-", |p| &**p.name()),
-                    error = %err,
-                    "request failed"
-                );
-            }
-            error_response(&err, &request_id)
-        }
+        Err(err) => failed(&err, &record, &request_id),
     };
-    if let Some((chain, passed)) = &record.chain {
-        let (mut parts, mut body) = response.into_parts();
-        chain.edit_response(
-            *passed,
-            middleware::Fields::new(&mut parts.headers, body.raw_fields_mut()),
+    Ok(finish(response, record, downstream_version))
+}
+
+/// weir's answer for a request that could not be proxied, logged when
+/// it is weir's or an endpoint's fault (5xx).
+fn failed(err: &ProxyError, record: &Record, request_id: &HeaderValue) -> Response<ResponseBody> {
+    if err.status().is_server_error() {
+        tracing::warn!(
+            request_id = request_id.to_str().unwrap_or("-"),
+            pool = record.pool.as_ref().map_or("-", |p| &**p.name()),
+            error = %err,
+            "request failed"
         );
-        response = Response::from_parts(parts, body);
     }
-    if downstream_version == Version::HTTP_2 {
-        // Only the HTTP/1.1 encoder writes raw fields (see `RawFields`).
-        let (mut parts, mut body) = response.into_parts();
+    error_response(err, request_id)
+}
+
+/// The response as the client gets it, taken apart once: the route's
+/// middleware response edits, the fields in the form the client's
+/// protocol writes (only the HTTP/1.1 encoder writes raw fields, see
+/// `RawFields`), and the record that logs and counts it at its end.
+fn finish(
+    response: Response<ResponseBody>,
+    mut record: Record,
+    version: Version,
+) -> Response<ResponseBody> {
+    let (mut parts, mut body) = response.into_parts();
+    if let Some((chain, passed)) = &record.chain {
+        let fields = middleware::Fields::new(&mut parts.headers, body.raw_fields_mut());
+        chain.edit_response(*passed, fields);
+    }
+    if version == Version::HTTP_2 {
         if let Some(raw) = body.take_raw_fields() {
             hdr::materialize(&mut parts, raw);
         }
-        response = Response::from_parts(parts, body);
     } else {
-        *response.version_mut() = Version::HTTP_11;
+        parts.version = Version::HTTP_11;
     }
-    record.status = response.status();
-    let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(
-        parts,
-        body.with_progress(record.progress.take())
-            .on_complete(Box::new(record)),
-    ))
+    record.status = parts.status;
+    let body = body
+        .with_progress(record.progress.take())
+        .on_complete(Box::new(record));
+    Response::from_parts(parts, body)
 }
 
 /// One request's way: prepared once, sent until an attempt's outcome

@@ -19,8 +19,10 @@
 //!
 //! Each kind has its own module; the pure ones (`headers`, `rewrite`,
 //! `redirect`, `ip_filter`) only compute on the request; `rate_limit`
-//! keeps bounded per-route buckets in the instance. The client
-//! address rule they share is [`client_ip`].
+//! keeps bounded per-route buckets in the instance; `basic_auth`
+//! verifies bcrypt hashes on the blocking pool and `forward_auth` asks an
+//! auth service over its own connection pool. The client address rule
+//! they share is [`client_ip`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,7 +37,9 @@ use crate::error::Refusal;
 use crate::http1::RawFields;
 use crate::metrics::{Metrics, MiddlewareMetrics};
 
+pub mod basic_auth;
 pub mod client_ip;
+pub mod forward_auth;
 pub mod ip_filter;
 pub mod rate_limit;
 pub mod redirect;
@@ -121,6 +125,16 @@ impl<'a> Fields<'a> {
             .chain(self.map.get_all(name).iter().map(HeaderValue::as_bytes))
     }
 
+    /// Every line, `(name, value)`: raw lines first, then the map's.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let raw = self.raw.as_deref().into_iter();
+        raw.flat_map(RawFields::iter).chain(
+            self.map
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        )
+    }
+
     /// The first value of `name`.
     pub fn get<'b>(&'b self, name: &'b HeaderName) -> Option<&'b [u8]> {
         self.get_all(name).next()
@@ -177,6 +191,8 @@ enum Kind {
     Redirect(redirect::Redirect),
     IpFilter(ip_filter::IpFilter),
     RateLimit(rate_limit::RateLimit),
+    BasicAuth(basic_auth::BasicAuth),
+    ForwardAuth(forward_auth::ForwardAuth),
 }
 
 impl Middleware {
@@ -188,6 +204,8 @@ impl Middleware {
             MiddlewareKind::Redirect(c) => Kind::Redirect(redirect::Redirect::new(c)),
             MiddlewareKind::IpFilter(c) => Kind::IpFilter(ip_filter::IpFilter::new(c)),
             MiddlewareKind::RateLimit(c) => Kind::RateLimit(rate_limit::RateLimit::new(c)),
+            MiddlewareKind::BasicAuth(c) => Kind::BasicAuth(basic_auth::BasicAuth::new(c)),
+            MiddlewareKind::ForwardAuth(c) => Kind::ForwardAuth(forward_auth::ForwardAuth::new(c)),
         };
         Middleware {
             name: config.name.as_str().into(),
@@ -226,6 +244,8 @@ impl Middleware {
             Kind::Redirect(r) => r.apply(&self.name, req),
             Kind::IpFilter(f) => f.apply(&self.name, req, env.trusted),
             Kind::RateLimit(r) => r.apply(&self.name, req, env),
+            Kind::BasicAuth(b) => b.apply(&self.name, req).await,
+            Kind::ForwardAuth(f) => f.apply(&self.name, req, env.trusted).await,
         }
     }
 

@@ -144,7 +144,11 @@ fn ops(v: &Validator<'_>, key: &str, raw: RawHeaderOps) -> Result<HeaderOps, Con
     })
 }
 
-fn field_name(v: &Validator<'_>, key: &str, name: &str) -> Result<HeaderName, ConfigError> {
+pub(super) fn field_name(
+    v: &Validator<'_>,
+    key: &str,
+    name: &str,
+) -> Result<HeaderName, ConfigError> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         v.err(
             key,

@@ -19,12 +19,16 @@ use serde::Deserialize;
 use super::error::ConfigError;
 use super::validate::Validator;
 
+pub mod basic_auth;
+pub mod forward_auth;
 pub mod headers;
 pub mod ip_filter;
 pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
 
+pub use basic_auth::BasicAuthConfig;
+pub use forward_auth::ForwardAuthConfig;
 pub use headers::{HeaderOps, HeadersConfig};
 pub use ip_filter::IpFilterConfig;
 pub use rate_limit::{RateKey, RateLimitConfig};
@@ -50,10 +54,15 @@ pub struct RawMiddleware {
     pub ip_filter: Option<ip_filter::RawIpFilter>,
     /// `rate_limit:`.
     pub rate_limit: Option<rate_limit::RawRateLimit>,
+    /// `basic_auth:`.
+    pub basic_auth: Option<basic_auth::RawBasicAuth>,
+    /// `forward_auth:`.
+    pub forward_auth: Option<forward_auth::RawForwardAuth>,
 }
 
 /// The kind keys, for messages.
-const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`, `rate_limit`";
+const KINDS: &str =
+    "`headers`, `rewrite`, `redirect`, `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`";
 
 impl RawMiddleware {
     /// How many kind keys the entry sets (validation wants exactly one).
@@ -64,6 +73,8 @@ impl RawMiddleware {
             self.redirect.is_some(),
             self.ip_filter.is_some(),
             self.rate_limit.is_some(),
+            self.basic_auth.is_some(),
+            self.forward_auth.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)
@@ -93,6 +104,10 @@ pub enum MiddlewareKind {
     IpFilter(IpFilterConfig),
     /// Refuse requests over a rate (429), per client, header or route.
     RateLimit(RateLimitConfig),
+    /// HTTP Basic authentication against an htpasswd file.
+    BasicAuth(BasicAuthConfig),
+    /// Ask an auth service about each request.
+    ForwardAuth(ForwardAuthConfig),
 }
 
 impl MiddlewareKind {
@@ -102,11 +117,13 @@ impl MiddlewareKind {
     /// watches certificates, so an edit reloads the config.
     pub fn files(&self) -> Vec<(&std::path::Path, &[u8])> {
         match self {
+            MiddlewareKind::BasicAuth(b) => vec![(b.users_file.as_path(), b.file_bytes.as_slice())],
             MiddlewareKind::Headers(_)
             | MiddlewareKind::Rewrite(_)
             | MiddlewareKind::Redirect(_)
             | MiddlewareKind::IpFilter(_)
-            | MiddlewareKind::RateLimit(_) => Vec::new(),
+            | MiddlewareKind::RateLimit(_)
+            | MiddlewareKind::ForwardAuth(_) => Vec::new(),
         }
     }
 
@@ -118,6 +135,8 @@ impl MiddlewareKind {
             MiddlewareKind::Redirect(_) => "redirect",
             MiddlewareKind::IpFilter(_) => "ip_filter",
             MiddlewareKind::RateLimit(_) => "rate_limit",
+            MiddlewareKind::BasicAuth(_) => "basic_auth",
+            MiddlewareKind::ForwardAuth(_) => "forward_auth",
         }
     }
 }
@@ -185,6 +204,14 @@ fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind
     if let Some(r) = m.rate_limit {
         return rate_limit::validate(v, &format!("{key}.rate_limit"), r)
             .map(MiddlewareKind::RateLimit);
+    }
+    if let Some(b) = m.basic_auth {
+        return basic_auth::validate(v, &format!("{key}.basic_auth"), b)
+            .map(MiddlewareKind::BasicAuth);
+    }
+    if let Some(f) = m.forward_auth {
+        return forward_auth::validate(v, &format!("{key}.forward_auth"), f)
+            .map(MiddlewareKind::ForwardAuth);
     }
     Err(v.err(key, format!("add one of {KINDS}")))
 }
