@@ -15,6 +15,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// KiB of retained heap). mimalloc keeps each size class on its own pages,
 /// returns pages that empty out to the OS shortly after, and is faster on
 /// the malloc/free pairs of the request path.
+///
+/// Built without transparent huge pages (`no_thp`): with THP on (`madvise`,
+/// Debian's default), mimalloc asks for huge pages on its arenas, so a
+/// touched byte can commit 2 MiB. Without, the resident set of an idle weir
+/// is ~4 MiB smaller (16.2 → 12.3 MiB) and grows with load in 4 KiB steps,
+/// not 2 MiB ones; the request path measured no slower.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
