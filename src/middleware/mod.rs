@@ -18,7 +18,8 @@
 //! chains are rebuilt every time (they are cheap: names and handles).
 //!
 //! Each kind has its own module; the pure ones (`headers`, `rewrite`,
-//! `redirect`, `ip_filter`) only compute on the request. The client
+//! `redirect`, `ip_filter`) only compute on the request; `jwt` reads a key
+//! cache that its own task refreshes. The client
 //! address rule they share is [`client_ip`].
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::metrics::{Metrics, MiddlewareMetrics};
 
 pub mod client_ip;
 pub mod ip_filter;
+pub mod jwt;
 pub mod redirect;
 pub mod rewrite;
 
@@ -174,6 +176,7 @@ enum Kind {
     Rewrite(rewrite::Rewrite),
     Redirect(redirect::Redirect),
     IpFilter(ip_filter::IpFilter),
+    Jwt(jwt::Jwt),
 }
 
 impl Middleware {
@@ -184,6 +187,7 @@ impl Middleware {
             MiddlewareKind::Rewrite(c) => Kind::Rewrite(rewrite::Rewrite::new(c)),
             MiddlewareKind::Redirect(c) => Kind::Redirect(redirect::Redirect::new(c)),
             MiddlewareKind::IpFilter(c) => Kind::IpFilter(ip_filter::IpFilter::new(c)),
+            MiddlewareKind::Jwt(c) => Kind::Jwt(jwt::Jwt::new(c)),
         };
         Middleware {
             name: config.name.as_str().into(),
@@ -195,6 +199,14 @@ impl Middleware {
     /// The middleware's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The `jwt` instance, if this is one (its key cache, for tests).
+    pub fn jwt(&self) -> Option<&jwt::Jwt> {
+        match &self.kind {
+            Kind::Jwt(j) => Some(j),
+            _ => None,
+        }
     }
 
     /// Lets the request on (possibly changed) or answers it.
@@ -212,6 +224,7 @@ impl Middleware {
             }
             Kind::Redirect(r) => r.apply(&self.name, req),
             Kind::IpFilter(f) => f.apply(&self.name, req, env.trusted),
+            Kind::Jwt(j) => j.apply(&self.name, req).await,
         }
     }
 

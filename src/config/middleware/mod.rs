@@ -21,11 +21,13 @@ use super::validate::Validator;
 
 pub mod headers;
 pub mod ip_filter;
+pub mod jwt;
 pub mod redirect;
 pub mod rewrite;
 
 pub use headers::{HeaderOps, HeadersConfig};
 pub use ip_filter::IpFilterConfig;
+pub use jwt::JwtConfig;
 pub use redirect::RedirectConfig;
 pub use rewrite::RewriteConfig;
 
@@ -46,10 +48,12 @@ pub struct RawMiddleware {
     pub redirect: Option<redirect::RawRedirect>,
     /// `ip_filter:`.
     pub ip_filter: Option<ip_filter::RawIpFilter>,
+    /// `jwt:`.
+    pub jwt: Option<jwt::RawJwt>,
 }
 
 /// The kind keys, for messages.
-const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`";
+const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`, `jwt`";
 
 impl RawMiddleware {
     /// How many kind keys the entry sets (validation wants exactly one).
@@ -59,6 +63,7 @@ impl RawMiddleware {
             self.rewrite.is_some(),
             self.redirect.is_some(),
             self.ip_filter.is_some(),
+            self.jwt.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)
@@ -86,6 +91,8 @@ pub enum MiddlewareKind {
     Redirect(RedirectConfig),
     /// Allow and deny client addresses.
     IpFilter(IpFilterConfig),
+    /// Verify bearer tokens (JWT) against a JWKS or a secret.
+    Jwt(JwtConfig),
 }
 
 impl MiddlewareKind {
@@ -99,6 +106,7 @@ impl MiddlewareKind {
             | MiddlewareKind::Rewrite(_)
             | MiddlewareKind::Redirect(_)
             | MiddlewareKind::IpFilter(_) => Vec::new(),
+            MiddlewareKind::Jwt(j) => j.files(),
         }
     }
 
@@ -109,6 +117,7 @@ impl MiddlewareKind {
             MiddlewareKind::Rewrite(_) => "rewrite",
             MiddlewareKind::Redirect(_) => "redirect",
             MiddlewareKind::IpFilter(_) => "ip_filter",
+            MiddlewareKind::Jwt(_) => "jwt",
         }
     }
 }
@@ -172,6 +181,9 @@ fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind
     if let Some(f) = m.ip_filter {
         return ip_filter::validate(v, &format!("{key}.ip_filter"), f)
             .map(MiddlewareKind::IpFilter);
+    }
+    if let Some(j) = m.jwt {
+        return jwt::validate(v, &format!("{key}.jwt"), &m.name, j).map(MiddlewareKind::Jwt);
     }
     Err(v.err(key, format!("add one of {KINDS}")))
 }

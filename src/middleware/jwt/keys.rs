@@ -1,0 +1,308 @@
+//! The key cache of a `jwt` middleware and, for a JWKS, the task that
+//! keeps it fresh.
+//!
+//! The current [`KeySet`] sits in an `ArcSwapOption`: requests only load
+//! it. For a JWKS, a background task (control-plane work, spawned when the
+//! instance is built on a tokio runtime) fetches the document at once,
+//! then every `refresh_interval`; after a failed fetch it retries after
+//! 1 s, doubling up to a minute (never beyond `refresh_interval`). A failed
+//! fetch never replaces the keys: the last good set keeps serving for as
+//! long as the IdP is down, as Envoy's `jwt_authn` does with its cache.
+//!
+//! A token whose `kid` is not in the set (the IdP rotated its keys) wakes
+//! the task for an immediate refetch, at most once per
+//! [`KID_REFETCH_INTERVAL`] (10 s: a client sending made-up `kid`s must not
+//! turn weir into a load generator against the IdP), and that request
+//! waits for the fetch, up to `fetch_timeout`, then is verified again.
+//! Other requests with unknown `kid`s in the window are refused at once.
+//!
+//! Before the first fetch has finished, a request waits for it (up to
+//! `fetch_timeout`); once a fetch has failed and no set was ever loaded,
+//! requests get 503 (`keys_unavailable`) at once, never an unverified pass.
+//!
+//! The task holds only a `Weak` to the cache and is woken when the cache
+//! is dropped, so an instance replaced by a reload stops fetching; one
+//! kept by a reload (unchanged config) keeps its task and its keys.
+//!
+//! The fetch is one `GET` per attempt on its own connection (HTTP/1.1, or
+//! over TLS with the public web roots for `https://`), bounded by
+//! `fetch_timeout` for the whole exchange and by 1 MiB of body: a plain
+//! hyper connection is all this needs, so no HTTP client crate is added.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http_body_util::BodyExt as _;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::verify::{Claims, KeySet, Reason, Verifier};
+
+/// The shortest time between two unknown-`kid` refetches.
+pub const KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// The largest JWKS document accepted.
+const MAX_JWKS: usize = 1 << 20;
+/// The longest wait between retries of a failing fetch.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A middleware's keys, and how to get new ones.
+pub struct Keys {
+    current: ArcSwapOption<KeySet>,
+    /// How many fetches have finished (either way).
+    attempts: watch::Sender<u64>,
+    /// Wakes the fetch task: a refetch, or the cache's end.
+    wake: Arc<Notify>,
+    /// When the last unknown-`kid` refetch was asked for.
+    last_kid_refetch: Mutex<Option<Instant>>,
+    /// Whether a task fetches (a JWKS on a runtime).
+    fetching: bool,
+    fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("current", &self.current.load())
+            .field("fetching", &self.fetching)
+            .finish()
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        // The task waits on this; it then finds its `Weak` dead and ends.
+        self.wake.notify_one();
+    }
+}
+
+impl Keys {
+    /// A fixed set (an HMAC secret): nothing to fetch.
+    pub fn fixed(set: KeySet) -> Arc<Keys> {
+        Arc::new(Keys::empty(Some(set), false, Duration::ZERO))
+    }
+
+    fn empty(set: Option<KeySet>, fetching: bool, fetch_timeout: Duration) -> Keys {
+        Keys {
+            current: ArcSwapOption::new(set.map(Arc::new)),
+            attempts: watch::Sender::new(0),
+            wake: Arc::new(Notify::new()),
+            last_kid_refetch: Mutex::new(None),
+            fetching,
+            fetch_timeout,
+        }
+    }
+
+    /// A cache for the JWKS at `url`, with its fetch task when a tokio
+    /// runtime is running (without one, as in `weir check`, nothing is
+    /// fetched and requests would get 503).
+    pub fn jwks(url: &str, refresh: Duration, fetch_timeout: Duration) -> Arc<Keys> {
+        let handle = tokio::runtime::Handle::try_current().ok();
+        let keys = Arc::new(Keys::empty(None, handle.is_some(), fetch_timeout));
+        if let Some(handle) = handle {
+            let task = Task {
+                keys: Arc::downgrade(&keys),
+                wake: Arc::clone(&keys.wake),
+                url: url.to_owned(),
+                refresh,
+                fetch_timeout,
+            };
+            handle.spawn(task.run());
+        }
+        keys
+    }
+
+    /// The current set, if any.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    /// Verifies `token` with the current keys, refetching them once (rate
+    /// limited) when its `kid` is unknown.
+    pub async fn verify(&self, verifier: &Verifier, token: &str) -> Result<Claims, Reason> {
+        let mut attempts = self.attempts.subscribe();
+        let seen = *attempts.borrow_and_update();
+        let set = match self.current.load_full() {
+            Some(set) => set,
+            None if self.fetching && seen == 0 => {
+                self.wait(&mut attempts, seen).await;
+                self.current.load_full().ok_or(Reason::KeysUnavailable)?
+            }
+            None => return Err(Reason::KeysUnavailable),
+        };
+        match verifier.verify(&set, token, now_unix()) {
+            Err(Reason::UnknownKid) if self.may_refetch() => {
+                self.wake.notify_one();
+                self.wait(&mut attempts, seen).await;
+                let set = self.current.load_full().ok_or(Reason::KeysUnavailable)?;
+                verifier.verify(&set, token, now_unix())
+            }
+            other => other,
+        }
+    }
+
+    /// Waits (up to the fetch timeout) for a fetch to finish after `seen`.
+    async fn wait(&self, attempts: &mut watch::Receiver<u64>, seen: u64) {
+        let done = attempts.wait_for(|n| *n > seen);
+        // Either way the caller looks at the keys again.
+        let _ = tokio::time::timeout(self.fetch_timeout, done).await;
+    }
+
+    /// Whether an unknown `kid` may trigger a refetch now (and if so,
+    /// records that it did).
+    fn may_refetch(&self) -> bool {
+        if !self.fetching {
+            return false;
+        }
+        let now = Instant::now();
+        let Ok(mut last) = self.last_kid_refetch.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < KID_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The JWKS fetch loop.
+struct Task {
+    keys: Weak<Keys>,
+    wake: Arc<Notify>,
+    url: String,
+    refresh: Duration,
+    fetch_timeout: Duration,
+}
+
+impl Task {
+    async fn run(self) {
+        let tls = client_tls();
+        let first_backoff = Duration::from_secs(1).min(self.refresh);
+        let mut backoff = first_backoff;
+        loop {
+            let result = match &tls {
+                Ok(tls) => fetch(&self.url, self.fetch_timeout, tls).await,
+                Err(e) => Err(e.clone()),
+            };
+            let Some(keys) = self.keys.upgrade() else {
+                return;
+            };
+            let wait = match result {
+                Ok(set) => {
+                    tracing::debug!(url = %self.url, keys = set.len(), "JWKS fetched");
+                    keys.current.store(Some(Arc::new(set)));
+                    backoff = first_backoff;
+                    self.refresh
+                }
+                Err(error) => {
+                    let serving = keys.current.load().as_ref().map_or(0, |s| s.len());
+                    tracing::warn!(url = %self.url, %error, serving, "JWKS fetch failed; keeping the last good keys");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF).min(self.refresh);
+                    wait
+                }
+            };
+            keys.attempts.send_modify(|n| *n += 1);
+            drop(keys);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+            }
+            if self.keys.strong_count() == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// The TLS client config for `https://` key sets: the public web roots.
+fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One fetch of the key set at `url`, bounded by `timeout`.
+pub async fn fetch(
+    url: &str,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<KeySet, String> {
+    let body = tokio::time::timeout(timeout, get(url, tls))
+        .await
+        .map_err(|_| format!("timed out after {timeout:?}"))??;
+    KeySet::from_jwks(&body).map_err(|e| format!("not a usable JWKS: {e}"))
+}
+
+async fn get(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<bytes::Bytes, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let authority = uri.authority().ok_or("no host in the URL")?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if https {
+        let name = rustls_pki_types::ServerName::try_from(host)
+            .map_err(|e| format!("bad host name: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(hyper_util::rt::TokioIo::new(stream), &authority, path).await
+    } else {
+        exchange(hyper_util::rt::TokioIo::new(tcp), &authority, path).await
+    }
+}
+
+async fn exchange<IO>(
+    io: IO,
+    authority: &http::uri::Authority,
+    path: &str,
+) -> Result<bytes::Bytes, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    if res.status() != http::StatusCode::OK {
+        return Err(format!("status {}", res.status()));
+    }
+    let body = http_body_util::Limited::new(res.into_body(), MAX_JWKS)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(body.to_bytes())
+}
