@@ -18,7 +18,10 @@
 //!
 //! Before the first fetch has finished, a request waits for it (up to
 //! `fetch_timeout`); once a fetch has failed and no set was ever loaded,
-//! requests get 503 (`keys_unavailable`) at once, never an unverified pass.
+//! requests get 503 (`keys_unavailable`), never an unverified pass: at
+//! once, except that one request per [`KID_REFETCH_INTERVAL`] wakes the
+//! task and waits for that fetch (so a recovered IdP is seen within
+//! seconds, not after the backoff).
 //!
 //! The task holds only a `Weak` to the cache and is woken when the cache
 //! is dropped, so an instance replaced by a reload stops fetching; one
@@ -97,9 +100,19 @@ impl Keys {
     /// runtime is running (without one, as in `weir check`, nothing is
     /// fetched and requests would get 503).
     pub fn jwks(url: &str, refresh: Duration, fetch_timeout: Duration) -> Arc<Keys> {
+        Keys::jwks_with_task(url, refresh, fetch_timeout).0
+    }
+
+    /// [`Keys::jwks`], and the fetch task's handle (it ends once the cache
+    /// is dropped).
+    pub fn jwks_with_task(
+        url: &str,
+        refresh: Duration,
+        fetch_timeout: Duration,
+    ) -> (Arc<Keys>, Option<tokio::task::JoinHandle<()>>) {
         let handle = tokio::runtime::Handle::try_current().ok();
         let keys = Arc::new(Keys::empty(None, handle.is_some(), fetch_timeout));
-        if let Some(handle) = handle {
+        let task = handle.map(|handle| {
             let task = Task {
                 keys: Arc::downgrade(&keys),
                 wake: Arc::clone(&keys.wake),
@@ -107,9 +120,9 @@ impl Keys {
                 refresh,
                 fetch_timeout,
             };
-            handle.spawn(task.run());
-        }
-        keys
+            handle.spawn(task.run())
+        });
+        (keys, task)
     }
 
     /// The current set, if any.
@@ -124,7 +137,15 @@ impl Keys {
         let seen = *attempts.borrow_and_update();
         let set = match self.current.load_full() {
             Some(set) => set,
+            // The first fetch is under way: wait for it.
             None if self.fetching && seen == 0 => {
+                self.wait(&mut attempts, seen).await;
+                self.current.load_full().ok_or(Reason::KeysUnavailable)?
+            }
+            // Fetches failed so far: try again now rather than after the
+            // backoff, but only once per window.
+            None if self.may_refetch() => {
+                self.wake.notify_one();
                 self.wait(&mut attempts, seen).await;
                 self.current.load_full().ok_or(Reason::KeysUnavailable)?
             }
@@ -305,4 +326,64 @@ where
         .await
         .map_err(|e| format!("body: {e}"))?;
     Ok(body.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A server that answers every connection with one JWKS response and
+    /// counts connections.
+    async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn the_task_refreshes_and_ends_when_the_cache_is_dropped() {
+        let (url, count) = counting_server().await;
+        let (keys, task) =
+            Keys::jwks_with_task(&url, Duration::from_millis(50), Duration::from_secs(2));
+        let task = task.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "refreshes every 50 ms");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(keys.current().unwrap().len(), 1);
+        drop(keys);
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the task ends with its cache")
+            .unwrap();
+    }
+
+    #[test]
+    fn without_a_runtime_nothing_is_fetched() {
+        let (keys, task) = Keys::jwks_with_task(
+            "http://127.0.0.1:9/",
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(task.is_none());
+        assert!(keys.current().is_none());
+        assert!(!keys.may_refetch());
+    }
 }

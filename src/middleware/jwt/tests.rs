@@ -221,6 +221,44 @@ fn secret_drops_one_trailing_newline_and_hides_itself() {
 }
 
 #[test]
+fn required_claims_match_names_values_words_and_json_scalars() {
+    use super::verify::Verifier;
+    let mut cfg = config(
+        KeySource::Jwks("http://idp/k".into()),
+        vec![Algorithm::ES256],
+    );
+    cfg.required_claims = vec![
+        ("admin".into(), Some("true".into())),
+        ("level".into(), Some("3".into())),
+        ("tenant".into(), None),
+    ];
+    let v = Verifier::new(&cfg);
+    let (es, jwk) = es256("k");
+    let keys = KeySet::from_jwks(json!({"keys": [jwk]}).to_string().as_bytes()).unwrap();
+    let mut c = good_claims();
+    c["admin"] = json!(true);
+    c["level"] = json!(3);
+    c["tenant"] = json!({"id": 1});
+    assert!(v
+        .verify(&keys, &sign(Algorithm::ES256, Some("k"), &es, &c), NOW)
+        .is_ok());
+    for (name, bad) in [
+        ("admin", json!(false)),
+        ("level", json!("three")),
+        ("tenant", json!(null)),
+    ] {
+        let mut c2 = c.clone();
+        c2[name] = bad;
+        let t = sign(Algorithm::ES256, Some("k"), &es, &c2);
+        assert_eq!(
+            v.verify(&keys, &t, NOW),
+            Err(Reason::MissingClaim),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn claim_values_become_field_values() {
     assert_eq!(claim_value(&json!("alice")).unwrap(), "alice");
     assert_eq!(claim_value(&json!(["a", "b"])).unwrap(), "a,b");

@@ -373,10 +373,15 @@ fn has_claim(claim: Option<&Value>, want: Option<&str>) -> bool {
         Value::String(s) => s == want || s.split(' ').any(|w| w == want),
         Value::Array(l) => l.iter().any(|v| match v {
             Value::String(s) => s == want,
-            other => other.to_string() == want,
+            other => json_eq(other, want),
         }),
-        other => other.to_string() == want,
+        other => json_eq(other, want),
     }
+}
+
+/// Whether a non-string claim is the JSON `want` (`42`, `true`).
+fn json_eq(claim: &Value, want: &str) -> bool {
+    serde_json::from_str::<Value>(want).is_ok_and(|w| w == *claim)
 }
 
 /// A claim as a field value: strings as they are, arrays of strings
