@@ -37,6 +37,11 @@ struct Jwks {
 
 impl Jwks {
     async fn serve(keys: &[&Value]) -> Jwks {
+        Jwks::serve_with(keys, None).await
+    }
+
+    /// [`Jwks::serve`] over TLS with `acceptor`, when given.
+    async fn serve_with(keys: &[&Value], acceptor: Option<tokio_rustls::TlsAcceptor>) -> Jwks {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let doc = Arc::new(Mutex::new(json!({ "keys": keys })));
@@ -51,10 +56,20 @@ impl Jwks {
                     let body = d.lock().unwrap().to_string();
                     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
                 });
-                conns.spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                    }
+                });
             }
         });
         Jwks {
@@ -67,6 +82,10 @@ impl Jwks {
 
     fn url(&self) -> String {
         format!("http://{}/jwks.json", self.addr)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://{}/jwks.json", self.addr)
     }
 
     fn set(&self, keys: &[&Value]) {
@@ -575,6 +594,133 @@ fn config_errors_name_the_key_and_the_fix() {
         e.contains("jwt.secret_file") && e.contains("at least 32"),
         "{e}"
     );
+    let e = err("      jwks_url: http://idp/k\n      jwks_ca: /x.pem\n");
+    assert!(e.contains("jwt.jwks_ca") && e.contains("https"), "{e}");
+    let e = err("      jwks_url: https://idp/k\n      jwks_ca: /nonexistent/ca.pem\n");
+    assert!(
+        e.contains("jwt.jwks_ca") && e.contains("cannot read"),
+        "{e}"
+    );
     let e = err("      secret_file: /nonexistent/weir-secret\n");
     assert!(e.contains("cannot read"), "{e}");
+}
+
+/// A CA (its PEM) and a TLS acceptor with a leaf it issued for 127.0.0.1.
+fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test idp ca");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[tokio::test]
+async fn an_https_jwks_is_fetched_when_its_certificate_verifies() {
+    let backend = echo_backend("b").await;
+    let ec = es256("ec-1");
+    let (ca_pem, acceptor) = tls_server();
+    let jwks = Jwks::serve_with(&[&ec.jwk], Some(acceptor)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("idp-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let token = ec.sign(&claims());
+
+    let with_ca = format!("      jwks_ca: \"{}\"\n", ca.display());
+    let cfg = weir::Config::from_yaml(
+        &jwks_config(backend.addr, &jwks.https_url(), &with_ca),
+        "t.yaml",
+    )
+    .unwrap();
+    assert!(
+        cfg.watched_files().contains(&ca.as_path()),
+        "the CA is watched"
+    );
+    let weir = weir::Weir::start(cfg).await.unwrap();
+    assert_eq!(status(&weir, &token).await, StatusCode::OK);
+    assert_eq!(jwks.hits(), 1);
+
+    // Without `jwks_ca` the public roots do not know the test CA: no keys.
+    let fetched = jwks.hits();
+    let weir2 = start(&jwks_config(
+        backend.addr,
+        &jwks.https_url(),
+        "      fetch_timeout: 2s\n",
+    ))
+    .await;
+    assert_eq!(
+        status(&weir2, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        jwks.hits(),
+        fetched,
+        "the handshake failed before any request"
+    );
+}
+
+async fn x_token(weir: &weir::Weir, token: &str) -> StatusCode {
+    call(weir, None, &[("x-token", token)]).await.0.status
+}
+
+#[tokio::test]
+async fn a_new_secret_is_a_new_config_that_replaces_the_key() {
+    let backend = echo_backend("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    let (one, two) = (
+        "k7Hq2v9sX0pLr4mN8bT1wZ6yC3dF5gJa",
+        "Zx9cV8bN7mQ6wE5rT4yU3iO2pA1sD0fG",
+    );
+    std::fs::write(&path, one).unwrap();
+    let text = config(
+        backend.addr,
+        &format!("      secret_file: \"{}\"\n      token: {{header: X-Token}}\n      strip_token: true\n", path.display()),
+    );
+    let weir = start(&text).await;
+    let sign = |key: &str| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(x_token(&weir, &sign(one)).await, StatusCode::OK);
+    assert!(
+        backend
+            .requests()
+            .pop()
+            .unwrap()
+            .headers
+            .get("x-token")
+            .is_none(),
+        "stripped"
+    );
+
+    std::fs::write(&path, two).unwrap();
+    weir.apply(weir::Config::from_yaml(&text, "t.yaml").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(x_token(&weir, &sign(one)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(x_token(&weir, &sign(two)).await, StatusCode::OK);
 }

@@ -4,6 +4,7 @@
 //! ```yaml
 //! jwt:
 //!   jwks_url: https://idp.example.com/.well-known/jwks.json  # or secret_file
+//!   jwks_ca: idp-ca.pem                 # default: the public web roots
 //!   algorithms: [RS256, ES256, EdDSA]   # default for jwks_url; [HS256] for secret_file
 //!   issuer: https://idp.example.com/    # string or list; unchecked when absent
 //!   audience: api                       # string or list; unchecked when absent
@@ -17,8 +18,10 @@
 //!   realm: api                          # WWW-Authenticate realm; default the middleware name
 //! ```
 //!
-//! Exactly one of `jwks_url` (`http://` or `https://`, public roots) and
-//! `secret_file` is set. The secret file is read here, at config load, so
+//! Exactly one of `jwks_url` and `secret_file` is set. An `https://`
+//! JWKS server's certificate is checked against the public web roots, or
+//! against `jwks_ca` (a PEM bundle, read and watched like `secret_file`)
+//! when set, as `pools[].tls.ca` does for upstreams. The secret file is read here, at config load, so
 //! it is part of the config's hash and watched like a certificate: editing
 //! it reloads the config. One trailing newline (`\n` or `\r\n`) is not part
 //! of the secret (files written by `echo` end with one); the rest must be
@@ -70,6 +73,8 @@ const MIN_SECRET: usize = 32;
 pub struct RawJwt {
     /// Where the public keys are.
     pub jwks_url: Option<String>,
+    /// CA bundle for an `https://` JWKS (instead of the public roots).
+    pub jwks_ca: Option<String>,
     /// The HS256 secret's file.
     pub secret_file: Option<String>,
     /// Accepted `alg` values.
@@ -135,8 +140,14 @@ pub enum RawRequired {
 /// Where the keys come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KeySource {
-    /// A JWKS document fetched from this URL.
-    Jwks(String),
+    /// A JWKS document fetched from `url`.
+    Jwks {
+        /// `http://` or `https://`.
+        url: String,
+        /// The CA bundle that signs the JWKS server's certificate, when
+        /// not a public one.
+        ca: Option<CaFile>,
+    },
     /// An HMAC secret read from a file.
     Secret {
         /// The file.
@@ -144,6 +155,15 @@ pub enum KeySource {
         /// Its bytes as read (hashed and compared by reloads).
         bytes: Secret,
     },
+}
+
+/// A CA bundle read at config load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its PEM bytes as read (parsed once at load to check them).
+    pub pem: Vec<u8>,
 }
 
 /// Secret bytes that never show in `Debug` output (`weir check`, logs).
@@ -210,7 +230,8 @@ impl JwtConfig {
     pub fn files(&self) -> Vec<(&std::path::Path, &[u8])> {
         match &self.keys {
             KeySource::Secret { path, bytes } => vec![(path.as_path(), bytes.0.as_slice())],
-            KeySource::Jwks(_) => Vec::new(),
+            KeySource::Jwks { ca: Some(ca), .. } => vec![(ca.path.as_path(), ca.pem.as_slice())],
+            KeySource::Jwks { ca: None, .. } => Vec::new(),
         }
     }
 }
@@ -221,7 +242,22 @@ pub(in crate::config) fn validate(
     name: &str,
     raw: RawJwt,
 ) -> Result<JwtConfig, ConfigError> {
-    let keys = key_source(v, key, raw.jwks_url, raw.secret_file)?;
+    let mut keys = key_source(v, key, raw.jwks_url, raw.secret_file)?;
+    if let Some(ca) = raw.jwks_ca {
+        let at = format!("{key}.jwks_ca");
+        let KeySource::Jwks { url, ca: slot } = &mut keys else {
+            return Err(v.err(&at, "`jwks_ca` goes with an https:// `jwks_url`; remove it"));
+        };
+        if !url.starts_with("https://") {
+            return Err(v.err(
+                &at,
+                "`jwks_ca` is for an https:// `jwks_url`; remove it or use https",
+            ));
+        }
+        let path = v.path(&at, &ca)?;
+        let (_, pem) = crate::tls::load_roots(&path).map_err(|e| v.err(&at, e))?;
+        *slot = Some(CaFile { path, pem });
+    }
     let algorithms = algorithms(v, key, &keys, raw.algorithms)?;
     let list = |l: Option<OneOrMany>| match l {
         None => Vec::new(),
@@ -297,7 +333,7 @@ fn key_source(
                     format!("`{url}` is not an http:// or https:// URL with a host"),
                 ));
             }
-            Ok(KeySource::Jwks(url))
+            Ok(KeySource::Jwks { url, ca: None })
         }
         (None, Some(file)) => {
             let at = format!("{key}.secret_file");

@@ -28,7 +28,7 @@
 //! kept by a reload (unchanged config) keeps its task and its keys.
 //!
 //! The fetch is one `GET` per attempt on its own connection (HTTP/1.1, or
-//! over TLS with the public web roots for `https://`), bounded by
+//! over TLS for `https://`, with the public web roots or `jwks_ca`), bounded by
 //! `fetch_timeout` for the whole exchange and by 1 MiB of body: a plain
 //! hyper connection is all this needs, so no HTTP client crate is added.
 
@@ -41,6 +41,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::verify::{Claims, KeySet, Reason, Verifier};
+use crate::config::middleware::jwt::CaFile;
 
 /// The shortest time between two unknown-`kid` refetches.
 pub const KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -99,14 +100,15 @@ impl Keys {
     /// A cache for the JWKS at `url`, with its fetch task when a tokio
     /// runtime is running (without one, as in `weir check`, nothing is
     /// fetched and requests would get 503).
-    pub fn jwks(url: &str, refresh: Duration, fetch_timeout: Duration) -> Arc<Keys> {
-        Keys::jwks_with_task(url, refresh, fetch_timeout).0
+    pub fn jwks(url: &str, tls: Tls, refresh: Duration, fetch_timeout: Duration) -> Arc<Keys> {
+        Keys::jwks_with_task(url, tls, refresh, fetch_timeout).0
     }
 
     /// [`Keys::jwks`], and the fetch task's handle (it ends once the cache
     /// is dropped).
     pub fn jwks_with_task(
         url: &str,
+        tls: Tls,
         refresh: Duration,
         fetch_timeout: Duration,
     ) -> (Arc<Keys>, Option<tokio::task::JoinHandle<()>>) {
@@ -117,6 +119,7 @@ impl Keys {
                 keys: Arc::downgrade(&keys),
                 wake: Arc::clone(&keys.wake),
                 url: url.to_owned(),
+                tls,
                 refresh,
                 fetch_timeout,
             };
@@ -199,17 +202,17 @@ struct Task {
     keys: Weak<Keys>,
     wake: Arc<Notify>,
     url: String,
+    tls: Tls,
     refresh: Duration,
     fetch_timeout: Duration,
 }
 
 impl Task {
     async fn run(self) {
-        let tls = client_tls();
         let first_backoff = Duration::from_secs(1).min(self.refresh);
         let mut backoff = first_backoff;
         loop {
-            let result = match &tls {
+            let result = match &self.tls {
                 Ok(tls) => fetch(&self.url, self.fetch_timeout, tls).await,
                 Err(e) => Err(e.clone()),
             };
@@ -244,10 +247,23 @@ impl Task {
     }
 }
 
-/// The TLS client config for `https://` key sets: the public web roots.
-fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// The TLS client config of a key set fetcher, or why there is none.
+pub type Tls = Result<Arc<rustls::ClientConfig>, String>;
+
+/// The TLS client config for `https://` key sets: the roots of `ca` (as
+/// read and checked at config load), or the public web roots.
+pub fn client_tls(ca: Option<&CaFile>) -> Tls {
+    let roots = match ca {
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in crate::tls::parse_certs(&ca.path, &ca.pem)? {
+                roots.add(cert).map_err(|e| format!("jwks_ca: {e}"))?;
+            }
+            roots
+        }
     };
     let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
@@ -359,8 +375,12 @@ mod tests {
     #[tokio::test]
     async fn the_task_refreshes_and_ends_when_the_cache_is_dropped() {
         let (url, count) = counting_server().await;
-        let (keys, task) =
-            Keys::jwks_with_task(&url, Duration::from_millis(50), Duration::from_secs(2));
+        let (keys, task) = Keys::jwks_with_task(
+            &url,
+            client_tls(None),
+            Duration::from_millis(50),
+            Duration::from_secs(2),
+        );
         let task = task.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while count.load(std::sync::atomic::Ordering::SeqCst) < 3 {
@@ -379,6 +399,7 @@ mod tests {
     fn without_a_runtime_nothing_is_fetched() {
         let (keys, task) = Keys::jwks_with_task(
             "http://127.0.0.1:9/",
+            client_tls(None),
             Duration::from_secs(1),
             Duration::from_secs(1),
         );

@@ -66,7 +66,12 @@ impl Jwt {
     pub fn new(config: &JwtConfig) -> Jwt {
         let keys = match &config.keys {
             KeySource::Secret { bytes, .. } => Keys::fixed(KeySet::from_secret(bytes.key())),
-            KeySource::Jwks(url) => Keys::jwks(url, config.refresh_interval, config.fetch_timeout),
+            KeySource::Jwks { url, ca } => Keys::jwks(
+                url,
+                keys::client_tls(ca.as_ref()),
+                config.refresh_interval,
+                config.fetch_timeout,
+            ),
         };
         Jwt {
             verifier: Verifier::new(config),

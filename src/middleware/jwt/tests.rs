@@ -72,7 +72,10 @@ fn jwks_verifier() -> (Verifier, KeySet, EncodingKey, EncodingKey) {
         {"kty": "weird"}]});
     let keys = KeySet::from_jwks(doc.to_string().as_bytes()).unwrap();
     let cfg = config(
-        KeySource::Jwks("http://idp/jwks".into()),
+        KeySource::Jwks {
+            url: "http://idp/jwks".into(),
+            ca: None,
+        },
         vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
     );
     (Verifier::new(&cfg), keys, es, ed)
@@ -224,7 +227,10 @@ fn secret_drops_one_trailing_newline_and_hides_itself() {
 fn required_claims_match_names_values_words_and_json_scalars() {
     use super::verify::Verifier;
     let mut cfg = config(
-        KeySource::Jwks("http://idp/k".into()),
+        KeySource::Jwks {
+            url: "http://idp/k".into(),
+            ca: None,
+        },
         vec![Algorithm::ES256],
     );
     cfg.required_claims = vec![
