@@ -566,6 +566,26 @@ fn config_errors_name_the_key_and_the_fix() {
             .unwrap_err()
             .to_string()
     };
+    let warned = |jwt: &str| {
+        weir::Config::from_yaml(&config(b, jwt), "t.yaml")
+            .unwrap()
+            .warnings()
+            .join("\n")
+    };
+    let w = warned("      jwks_url: http://idp.example/k\n");
+    assert!(
+        w.contains("middleware[0].jwt (`auth`): jwks_url is plain http://"),
+        "{w}"
+    );
+    assert!(w.contains("no `audience`"), "{w}");
+    assert_eq!(
+        warned("      jwks_url: http://127.0.0.1:9/k\n      audience: api\n"),
+        ""
+    );
+    assert_eq!(
+        warned("      jwks_url: https://idp.example/k\n      audience: api\n"),
+        ""
+    );
     let e = err("      jwks_url: http://idp/k\n      secret_file: /s\n");
     assert!(
         e.contains("middleware[0].jwt") && e.contains("not both"),

@@ -158,12 +158,20 @@ pub enum KeySource {
 }
 
 /// A CA bundle read at config load.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct CaFile {
     /// The file.
     pub path: PathBuf,
     /// Its PEM bytes as read (parsed once at load to check them).
     pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Secret bytes that never show in `Debug` output (`weir check`, logs).
@@ -233,6 +241,36 @@ impl JwtConfig {
             KeySource::Jwks { ca: Some(ca), .. } => vec![(ca.path.as_path(), ca.pem.as_slice())],
             KeySource::Jwks { ca: None, .. } => Vec::new(),
         }
+    }
+}
+
+impl JwtConfig {
+    /// What an operator should know (`weir check`, startup, reload).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let KeySource::Jwks { url, .. } = &self.keys {
+            let uri: Option<http::Uri> = url.parse().ok();
+            let host = uri.as_ref().and_then(|u| u.host()).unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if url.starts_with("http://") && !loopback {
+                out.push(
+                    "jwks_url is plain http://: anyone on the path can serve their own keys \
+                     and forge tokens; use https://"
+                        .to_owned(),
+                );
+            }
+            if self.audience.is_empty() {
+                out.push(
+                    "no `audience`: any token the IdP signs, for any application, passes"
+                        .to_owned(),
+                );
+            }
+        }
+        out
     }
 }
 

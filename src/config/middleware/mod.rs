@@ -110,6 +110,15 @@ impl MiddlewareKind {
         }
     }
 
+    /// What an operator should know about this middleware (printed by
+    /// `weir check`, logged at startup and reload).
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            MiddlewareKind::Jwt(j) => j.warnings(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The kind's key, as written in the config.
     pub fn key(&self) -> &'static str {
         match self {

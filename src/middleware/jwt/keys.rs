@@ -136,33 +136,37 @@ impl Keys {
     /// Verifies `token` with the current keys, refetching them once (rate
     /// limited) when its `kid` is unknown.
     pub async fn verify(&self, verifier: &Verifier, token: &str) -> Result<Claims, Reason> {
-        let mut attempts = self.attempts.subscribe();
-        let seen = *attempts.borrow_and_update();
         let set = match self.current.load_full() {
             Some(set) => set,
-            // The first fetch is under way: wait for it.
-            None if self.fetching && seen == 0 => {
-                self.wait(&mut attempts, seen).await;
-                self.current.load_full().ok_or(Reason::KeysUnavailable)?
-            }
-            // Fetches failed so far: try again now rather than after the
-            // backoff, but only once per window.
-            None if self.may_refetch() => {
-                self.wake.notify_one();
-                self.wait(&mut attempts, seen).await;
-                self.current.load_full().ok_or(Reason::KeysUnavailable)?
-            }
-            None => return Err(Reason::KeysUnavailable),
+            None => self.refetch().await.ok_or(Reason::KeysUnavailable)?,
         };
         match verifier.verify(&set, token, now_unix()) {
-            Err(Reason::UnknownKid) if self.may_refetch() => {
-                self.wake.notify_one();
-                self.wait(&mut attempts, seen).await;
-                let set = self.current.load_full().ok_or(Reason::KeysUnavailable)?;
-                verifier.verify(&set, token, now_unix())
-            }
+            Err(Reason::UnknownKid) => match self.refetch().await {
+                Some(set) => verifier.verify(&set, token, now_unix()),
+                None => Err(Reason::UnknownKid),
+            },
             other => other,
         }
+    }
+
+    /// Waits for a fetch, the first one if it is under way, else one asked
+    /// for now (at most once per [`KID_REFETCH_INTERVAL`]), and returns the
+    /// keys then; `None` when there is nothing to wait for. Only a miss
+    /// comes here, so the hit path touches no channel.
+    async fn refetch(&self) -> Option<Arc<KeySet>> {
+        if !self.fetching {
+            return None;
+        }
+        let mut attempts = self.attempts.subscribe();
+        let seen = *attempts.borrow_and_update();
+        if seen > 0 {
+            if !self.may_refetch() {
+                return None;
+            }
+            self.wake.notify_one();
+        }
+        self.wait(&mut attempts, seen).await;
+        self.current.load_full()
     }
 
     /// Waits (up to the fetch timeout) for a fetch to finish after `seen`.

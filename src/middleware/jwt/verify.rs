@@ -281,18 +281,20 @@ impl Verifier {
             .ok_or(Reason::InvalidToken)?;
         let family = family_of(*alg);
         let fits = |k: &&Key| k.family == family && k.alg.is_none_or(|a| a == *alg);
-        let candidates: Vec<&Key> = match &header.kid {
+        // The keys listed under the token's kid, or (no kid) all of them.
+        let listed: Option<&[usize]> = match &header.kid {
             Some(kid) if !keys.secret => {
-                let Some(idx) = keys.by_kid.get(kid) else {
-                    return Err(Reason::UnknownKid);
-                };
-                idx.iter()
-                    .filter_map(|&i| keys.keys.get(i))
-                    .filter(fits)
-                    .collect()
+                Some(keys.by_kid.get(kid).ok_or(Reason::UnknownKid)?.as_slice())
             }
-            _ => keys.keys.iter().filter(fits).collect(),
+            _ => None,
         };
+        let candidates = keys
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| listed.is_none_or(|l| l.contains(i)))
+            .map(|(_, k)| k)
+            .filter(fits);
         let mut claims = None;
         for k in candidates {
             match jsonwebtoken::decode::<Claims>(token, &k.key, validation) {
