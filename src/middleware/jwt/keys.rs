@@ -14,7 +14,9 @@
 //! [`KID_REFETCH_INTERVAL`] (10 s: a client sending made-up `kid`s must not
 //! turn weir into a load generator against the IdP), and that request
 //! waits for the fetch, up to `fetch_timeout`, then is verified again.
-//! Other requests with unknown `kid`s in the window are refused at once.
+//! Requests that miss while that fetch is under way wait for it too (a
+//! burst of tokens under a new key all pass); misses later in the window
+//! are refused at once.
 //!
 //! Before the first fetch has finished, a request waits for it (up to
 //! `fetch_timeout`); once a fetch has failed and no set was ever loaded,
@@ -57,8 +59,9 @@ pub struct Keys {
     attempts: watch::Sender<u64>,
     /// Wakes the fetch task: a refetch, or the cache's end.
     wake: Arc<Notify>,
-    /// When the last unknown-`kid` refetch was asked for.
-    last_kid_refetch: Mutex<Option<Instant>>,
+    /// When the last refetch was asked for, and how many fetches had
+    /// finished then.
+    last_kid_refetch: Mutex<Option<(Instant, u64)>>,
     /// Whether a task fetches (a JWKS on a runtime).
     fetching: bool,
     fetch_timeout: Duration,
@@ -160,10 +163,11 @@ impl Keys {
         let mut attempts = self.attempts.subscribe();
         let seen = *attempts.borrow_and_update();
         if seen > 0 {
-            if !self.may_refetch() {
-                return None;
+            match self.may_refetch(seen) {
+                Refetch::Ask => self.wake.notify_one(),
+                Refetch::Join => {}
+                Refetch::No => return None,
             }
-            self.wake.notify_one();
         }
         self.wait(&mut attempts, seen).await;
         self.current.load_full()
@@ -176,22 +180,40 @@ impl Keys {
         let _ = tokio::time::timeout(self.fetch_timeout, done).await;
     }
 
-    /// Whether an unknown `kid` may trigger a refetch now (and if so,
-    /// records that it did).
-    fn may_refetch(&self) -> bool {
+    /// Whether a miss may ask for a refetch now (and if so, records that
+    /// it did), or join the one asked for earlier that has not finished
+    /// yet (`seen` fetches have finished so far), or neither.
+    fn may_refetch(&self, seen: u64) -> Refetch {
         if !self.fetching {
-            return false;
+            return Refetch::No;
         }
         let now = Instant::now();
         let Ok(mut last) = self.last_kid_refetch.lock() else {
-            return false;
+            return Refetch::No;
         };
-        if last.is_some_and(|t| now.saturating_duration_since(t) < KID_REFETCH_INTERVAL) {
-            return false;
+        if let Some((at, finished)) = *last {
+            if now.saturating_duration_since(at) < KID_REFETCH_INTERVAL {
+                return if finished == seen {
+                    Refetch::Join
+                } else {
+                    Refetch::No
+                };
+            }
         }
-        *last = Some(now);
-        true
+        *last = Some((now, seen));
+        Refetch::Ask
     }
+}
+
+/// What a miss does about a refetch.
+#[derive(Debug, PartialEq, Eq)]
+enum Refetch {
+    /// Wake the task and wait for its fetch.
+    Ask,
+    /// Wait for the fetch another request asked for.
+    Join,
+    /// Neither: the window's refetch is done.
+    No,
 }
 
 /// Seconds since the epoch (0 if the clock is before it).
@@ -399,6 +421,22 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn refetches_are_asked_once_per_window_and_joined_until_done() {
+        let keys = Keys::empty(None, true, Duration::from_secs(1));
+        assert_eq!(keys.may_refetch(1), Refetch::Ask);
+        assert_eq!(keys.may_refetch(1), Refetch::Join, "the fetch is under way");
+        assert_eq!(
+            keys.may_refetch(2),
+            Refetch::No,
+            "it finished: wait for the window"
+        );
+        tokio::time::advance(KID_REFETCH_INTERVAL - Duration::from_millis(1)).await;
+        assert_eq!(keys.may_refetch(2), Refetch::No);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(keys.may_refetch(2), Refetch::Ask);
+    }
+
     #[test]
     fn without_a_runtime_nothing_is_fetched() {
         let (keys, task) = Keys::jwks_with_task(
@@ -409,6 +447,6 @@ mod tests {
         );
         assert!(task.is_none());
         assert!(keys.current().is_none());
-        assert!(!keys.may_refetch());
+        assert_eq!(keys.may_refetch(1), Refetch::No);
     }
 }
