@@ -535,6 +535,15 @@ impl Config {
                 ));
             }
         }
+        for (i, m) in self.middleware.iter().enumerate() {
+            for w in m.kind.warnings() {
+                out.push(format!(
+                    "middleware[{i}].{} (`{}`): {w}",
+                    m.kind.key(),
+                    m.name
+                ));
+            }
+        }
         out
     }
 

@@ -21,8 +21,9 @@
 //! `redirect`, `ip_filter`) only compute on the request; `rate_limit`
 //! keeps bounded per-route buckets in the instance; `basic_auth`
 //! verifies bcrypt hashes on the blocking pool and `forward_auth` asks an
-//! auth service over its own connection pool. The client address rule
-//! they share is [`client_ip`].
+//! auth service over its own connection pool; `jwt` reads a key cache
+//! that its own task refreshes. The client address rule they share is
+//! [`client_ip`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,6 +42,7 @@ pub mod basic_auth;
 pub mod client_ip;
 pub mod forward_auth;
 pub mod ip_filter;
+pub mod jwt;
 pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
@@ -193,6 +195,7 @@ enum Kind {
     RateLimit(rate_limit::RateLimit),
     BasicAuth(basic_auth::BasicAuth),
     ForwardAuth(forward_auth::ForwardAuth),
+    Jwt(jwt::Jwt),
 }
 
 impl Middleware {
@@ -206,6 +209,7 @@ impl Middleware {
             MiddlewareKind::RateLimit(c) => Kind::RateLimit(rate_limit::RateLimit::new(c)),
             MiddlewareKind::BasicAuth(c) => Kind::BasicAuth(basic_auth::BasicAuth::new(c)),
             MiddlewareKind::ForwardAuth(c) => Kind::ForwardAuth(forward_auth::ForwardAuth::new(c)),
+            MiddlewareKind::Jwt(c) => Kind::Jwt(jwt::Jwt::new(c)),
         };
         Middleware {
             name: config.name.as_str().into(),
@@ -228,6 +232,14 @@ impl Middleware {
         }
     }
 
+    /// The `jwt` instance, if this is one (its key cache, for tests).
+    pub fn jwt(&self) -> Option<&jwt::Jwt> {
+        match &self.kind {
+            Kind::Jwt(j) => Some(j),
+            _ => None,
+        }
+    }
+
     /// Lets the request on (possibly changed) or answers it.
     async fn apply(&self, req: &mut Request<'_>, env: &Env<'_>) -> Result<(), Box<Refusal>> {
         match &self.kind {
@@ -246,6 +258,7 @@ impl Middleware {
             Kind::RateLimit(r) => r.apply(&self.name, req, env),
             Kind::BasicAuth(b) => b.apply(&self.name, req).await,
             Kind::ForwardAuth(f) => f.apply(&self.name, req, env.trusted).await,
+            Kind::Jwt(j) => j.apply(&self.name, req).await,
         }
     }
 

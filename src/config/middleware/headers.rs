@@ -83,7 +83,7 @@ impl HeaderOps {
 }
 
 /// Names a middleware may not touch (see the module docs).
-const RESERVED: &[&str] = &[
+pub(super) const RESERVED: &[&str] = &[
     "connection",
     "content-length",
     "host",

@@ -23,6 +23,7 @@ pub mod basic_auth;
 pub mod forward_auth;
 pub mod headers;
 pub mod ip_filter;
+pub mod jwt;
 pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
@@ -31,6 +32,7 @@ pub use basic_auth::BasicAuthConfig;
 pub use forward_auth::ForwardAuthConfig;
 pub use headers::{HeaderOps, HeadersConfig};
 pub use ip_filter::IpFilterConfig;
+pub use jwt::JwtConfig;
 pub use rate_limit::{RateKey, RateLimitConfig};
 pub use redirect::RedirectConfig;
 pub use rewrite::RewriteConfig;
@@ -58,11 +60,13 @@ pub struct RawMiddleware {
     pub basic_auth: Option<basic_auth::RawBasicAuth>,
     /// `forward_auth:`.
     pub forward_auth: Option<forward_auth::RawForwardAuth>,
+    /// `jwt:`.
+    pub jwt: Option<jwt::RawJwt>,
 }
 
 /// The kind keys, for messages.
-const KINDS: &str =
-    "`headers`, `rewrite`, `redirect`, `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`";
+const KINDS: &str = "`headers`, `rewrite`, `redirect`, `ip_filter`, `rate_limit`, `basic_auth`, \
+                     `forward_auth`, `jwt`";
 
 impl RawMiddleware {
     /// How many kind keys the entry sets (validation wants exactly one).
@@ -75,6 +79,7 @@ impl RawMiddleware {
             self.rate_limit.is_some(),
             self.basic_auth.is_some(),
             self.forward_auth.is_some(),
+            self.jwt.is_some(),
         ]
         .into_iter()
         .filter(|set| *set)
@@ -108,6 +113,8 @@ pub enum MiddlewareKind {
     BasicAuth(BasicAuthConfig),
     /// Ask an auth service about each request.
     ForwardAuth(ForwardAuthConfig),
+    /// Verify bearer tokens (JWT) against a JWKS or a secret.
+    Jwt(JwtConfig),
 }
 
 impl MiddlewareKind {
@@ -124,6 +131,16 @@ impl MiddlewareKind {
             | MiddlewareKind::IpFilter(_)
             | MiddlewareKind::RateLimit(_)
             | MiddlewareKind::ForwardAuth(_) => Vec::new(),
+            MiddlewareKind::Jwt(j) => j.files(),
+        }
+    }
+
+    /// What an operator should know about this middleware (printed by
+    /// `weir check`, logged at startup and reload).
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            MiddlewareKind::Jwt(j) => j.warnings(),
+            _ => Vec::new(),
         }
     }
 
@@ -137,6 +154,7 @@ impl MiddlewareKind {
             MiddlewareKind::RateLimit(_) => "rate_limit",
             MiddlewareKind::BasicAuth(_) => "basic_auth",
             MiddlewareKind::ForwardAuth(_) => "forward_auth",
+            MiddlewareKind::Jwt(_) => "jwt",
         }
     }
 }
@@ -212,6 +230,9 @@ fn kind(v: &Validator<'_>, key: &str, m: RawMiddleware) -> Result<MiddlewareKind
     if let Some(f) = m.forward_auth {
         return forward_auth::validate(v, &format!("{key}.forward_auth"), f)
             .map(MiddlewareKind::ForwardAuth);
+    }
+    if let Some(j) = m.jwt {
+        return jwt::validate(v, &format!("{key}.jwt"), &m.name, j).map(MiddlewareKind::Jwt);
     }
     Err(v.err(key, format!("add one of {KINDS}")))
 }
