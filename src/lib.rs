@@ -96,6 +96,8 @@
 //!   snapshot at scrape time), `/status`, `/readyz` and `/reload`;
 //! - `app` wires it together and shuts down in order.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod balance;

@@ -240,10 +240,17 @@ async fn request_headers_narrows_what_the_service_sees() {
 }
 
 #[test]
-fn https_and_missing_addresses_are_refused_with_what_to_write() {
+fn bad_addresses_and_cas_are_refused_with_what_to_write() {
     let backend: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let cases = [
-        ("{address: \"https://auth/verify\"}", "`https://`"),
+        (
+            "{address: \"http://auth/verify\", ca: x.pem}",
+            "`ca` is for an `https://`",
+        ),
+        (
+            "{address: \"https://auth/verify\", ca: /nonexistent/ca.pem}",
+            "ca",
+        ),
         ("{address: \"auth:9091/verify\"}", "http://"),
         ("{timeout: 1s}", "`address` is required"),
         (
@@ -258,4 +265,124 @@ fn https_and_missing_addresses_are_refused_with_what_to_write() {
         assert!(err.contains("middleware[0].forward_auth"), "{err}");
         assert!(err.contains(want), "{mw}: {err}");
     }
+}
+
+/// A CA (its PEM) and a TLS acceptor with a leaf it issued for 127.0.0.1.
+fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    (
+        ca.pem(),
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)),
+    )
+}
+
+/// The auth service over HTTPS: `Cookie: session=good` gets a 200 with
+/// `Remote-User: alice`, anything else a 401. Counts TLS connections.
+async fn https_auth_service(
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let good = req
+                        .headers()
+                        .get("cookie")
+                        .is_some_and(|c| c == "session=good");
+                    let res = if good {
+                        Response::builder()
+                            .status(200)
+                            .header("remote-user", "alice")
+                    } else {
+                        Response::builder()
+                            .status(401)
+                            .header("www-authenticate", "Basic")
+                    };
+                    Ok::<_, std::convert::Infallible>(res.body(Full::new(Bytes::new())).unwrap())
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service),
+            );
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn an_https_service_is_verified_by_its_ca_and_its_connection_reused() {
+    use std::sync::atomic::Ordering;
+    let backend = echo_backend("b").await;
+    let (ca_pem, acceptor) = tls_server();
+    let (auth, conns) = https_auth_service(acceptor).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("auth-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mw = format!(
+        "{{address: \"https://{auth}/verify\", ca: \"{}\", response_headers: [Remote-User]}}",
+        ca.display()
+    );
+    let cfg = weir::Config::from_yaml(&config(backend.addr, &mw), "t.yaml").unwrap();
+    assert!(
+        cfg.watched_files().contains(&ca.as_path()),
+        "the CA is watched"
+    );
+    let weir = weir::Weir::start(cfg).await.unwrap();
+    let addr = weir.listener_addr("main").unwrap();
+    let c = client();
+    for _ in 0..3 {
+        let (parts, _) = hit(&c, addr, "GET", "/x", &[("cookie", "session=good")]).await;
+        assert_eq!(parts.status, StatusCode::OK);
+    }
+    let (parts, _) = hit(&c, addr, "GET", "/x", &[("cookie", "session=bad")]).await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(parts.headers["www-authenticate"], "Basic");
+    assert_eq!(backend.count(), 3);
+    assert!(backend
+        .requests()
+        .iter()
+        .all(|s| s.headers["remote-user"] == "alice"));
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one TLS connection, kept alive"
+    );
+
+    // Without `ca`, the public roots do not know the test CA: 503, never through.
+    let no_ca = format!("{{address: \"https://{auth}/verify\"}}");
+    let weir2 = start(&config(backend.addr, &no_ca)).await;
+    let addr2 = weir2.listener_addr("main").unwrap();
+    let (parts, _) = hit(&c, addr2, "GET", "/x", &[("cookie", "session=good")]).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rejections(&weir2, "auth_unavailable").await, 1.0);
+    assert_eq!(backend.count(), 3);
 }

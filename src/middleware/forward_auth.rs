@@ -11,10 +11,12 @@
 //! the service decides every request (sessions expire, users log out).
 //!
 //! The instance holds one pooled keep-alive HTTP/1.1 client (hyper-util's
-//! `Client` over its `HttpConnector`): the auth service sits on every
-//! request's path, and a new TCP connection per request would add a round
-//! trip to each. A 2xx answer's body is read (up to `max_response_bytes`)
-//! and dropped, so its connection goes back to the pool.
+//! `Client` over its `HttpConnector`, with a rustls handshake on top for an
+//! `https://` address: [`Connector`]): the auth service sits on every
+//! request's path, and a new connection (or TLS handshake) per request
+//! would add round trips to each. A 2xx answer's body is read (up to
+//! `max_response_bytes`) and dropped, so its connection goes back to the
+//! pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::middleware::ForwardAuthConfig;
 use crate::error::{Refusal, RefusalKind};
@@ -58,7 +60,7 @@ pub struct ForwardAuth {
     request_headers: Option<Vec<HeaderName>>,
     response_headers: Vec<HeaderName>,
     max_response_bytes: usize,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
 }
 
 impl std::fmt::Debug for ForwardAuth {
@@ -76,13 +78,10 @@ type Answer = (http::response::Parts, Result<Bytes, ()>);
 impl ForwardAuth {
     /// The instance of `config`, with an empty pool.
     pub fn new(config: &ForwardAuthConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
-            .build(http);
+            .build(Connector::new(config));
         ForwardAuth {
             address: config.address.clone(),
             timeout: config.timeout,
@@ -256,6 +255,130 @@ mod tests {
         }
         for n in ["Cookie", "Authorization", "Accept", "User-Agent"] {
             assert!(copied(n.as_bytes()), "{n}");
+        }
+    }
+}
+
+/// TCP, then TLS for an `https://` address: the auth client's connector.
+/// (Written here because the usual crate for this, hyper-rustls, would
+/// bring a second rustls setup; weir's TLS settings live in `crate::tls`.)
+#[derive(Clone)]
+pub struct Connector {
+    tcp: HttpConnector,
+    /// `None` for `http://`; `Err` if the TLS config could not be built
+    /// (every connect then fails, so every request gets a 503).
+    tls: Option<Result<tokio_rustls::TlsConnector, Arc<str>>>,
+}
+
+impl Connector {
+    fn new(config: &ForwardAuthConfig) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.timeout));
+        tcp.enforce_http(false);
+        let tls = (config.address.scheme_str() == Some("https")).then(|| {
+            super::jwt::keys::client_tls(config.ca.as_ref())
+                .map(tokio_rustls::TlsConnector::from)
+                .map_err(|e| {
+                    tracing::error!(address = %config.address, error = %e, "forward_auth TLS");
+                    Arc::from(e)
+                })
+        });
+        Connector { tcp, tls }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = AuthStream;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<AuthStream, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.tcp.call(uri.clone());
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            let Some(tls) = tls else {
+                return Ok(AuthStream::Plain(tcp));
+            };
+            let tls = tls.map_err(|e| BoxError::from(e.to_string()))?;
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let name = rustls_pki_types::ServerName::try_from(host.to_owned())?;
+            let stream = tls.connect(name, tcp.into_inner()).await?;
+            Ok(AuthStream::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+/// A connection to the auth service.
+pub enum AuthStream {
+    /// `http://`.
+    Plain(TokioIo<tokio::net::TcpStream>),
+    /// `https://` (boxed: the TLS state is large).
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+}
+
+impl hyper_util::client::legacy::connect::Connection for AuthStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        match self {
+            AuthStream::Plain(s) => s.connected(),
+            AuthStream::Tls(s) => s.inner().get_ref().0.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for AuthStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AuthStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            AuthStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for AuthStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            AuthStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            AuthStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AuthStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            AuthStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            AuthStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            AuthStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -37,10 +37,12 @@
 //! over `max_response_bytes` is a 503: the request is never let through
 //! unchecked.
 //!
-//! Only `http://` addresses are supported: auth services run beside the
-//! proxy (a sidecar, a cluster-local service), where Traefik's and nginx's
-//! guides also use plain HTTP; `https://` is refused by validation rather
-//! than silently spoken in clear.
+//! `address` may be `http://` (an auth service beside the proxy: a
+//! sidecar, a cluster-local service) or `https://`. Over HTTPS the
+//! service's certificate is verified against the public web roots, or
+//! against `ca` (a PEM bundle, read at load and watched like a
+//! certificate) for a private CA, as `pools[].tls.ca` does for endpoints;
+//! the certificate must name the address's host.
 
 use std::time::Duration;
 
@@ -78,6 +80,8 @@ pub struct RawForwardAuth {
     pub response_headers: Option<Vec<String>>,
     /// The largest answer body read.
     pub max_response_bytes: Option<i64>,
+    /// CA bundle for an `https://` address (instead of the public roots).
+    pub ca: Option<String>,
 }
 
 /// The validated `forward_auth:` middleware.
@@ -93,6 +97,9 @@ pub struct ForwardAuthConfig {
     pub response_headers: Vec<HeaderName>,
     /// The largest answer body read.
     pub max_response_bytes: usize,
+    /// The CA bundle an `https://` service's certificate is checked
+    /// against; `None`: the public web roots.
+    pub ca: Option<super::jwt::CaFile>,
 }
 
 pub(in crate::config) fn validate(
@@ -131,7 +138,12 @@ pub(in crate::config) fn validate(
             ))
         }
     };
+    let ca = match raw.ca {
+        None => None,
+        Some(ca) => Some(ca_file(v, &format!("{key}.ca"), &address, &ca)?),
+    };
     Ok(ForwardAuthConfig {
+        ca,
         address,
         timeout: v.nonzero(&format!("{key}.timeout"), raw.timeout, DEFAULT_TIMEOUT)?,
         request_headers,
@@ -147,20 +159,34 @@ fn address(v: &Validator<'_>, key: &str, s: &str) -> Result<Uri, ConfigError> {
         .parse()
         .map_err(|_| v.err(key, format!("`{s}` is not a URL; {example}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+        Some("http" | "https") => {}
+        _ => {
             return Err(v.err(
                 key,
-                format!(
-                    "`https://` auth services are not supported; reach the service over \
-                     `http://` on a private network, {example}"
-                ),
+                format!("`{s}` must start with `http://` or `https://`; {example}"),
             ))
         }
-        _ => return Err(v.err(key, format!("`{s}` must start with `http://`; {example}"))),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(v.err(key, format!("`{s}` has no host; {example}")));
     }
     Ok(uri)
+}
+
+/// `ca:`, read and checked now (it goes with an `https://` address).
+fn ca_file(
+    v: &Validator<'_>,
+    key: &str,
+    address: &Uri,
+    ca: &str,
+) -> Result<super::jwt::CaFile, ConfigError> {
+    if address.scheme_str() != Some("https") {
+        return Err(v.err(
+            key,
+            "`ca` is for an `https://` address; remove it or use https",
+        ));
+    }
+    let path = v.path(key, ca)?;
+    let (_, pem) = crate::tls::load_roots(&path).map_err(|e| v.err(key, e))?;
+    Ok(super::jwt::CaFile { path, pem })
 }

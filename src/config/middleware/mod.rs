@@ -129,8 +129,12 @@ impl MiddlewareKind {
             | MiddlewareKind::Rewrite(_)
             | MiddlewareKind::Redirect(_)
             | MiddlewareKind::IpFilter(_)
-            | MiddlewareKind::RateLimit(_)
-            | MiddlewareKind::ForwardAuth(_) => Vec::new(),
+            | MiddlewareKind::RateLimit(_) => Vec::new(),
+            MiddlewareKind::ForwardAuth(f) => {
+                f.ca.iter()
+                    .map(|ca| (ca.path.as_path(), ca.pem.as_slice()))
+                    .collect()
+            }
             MiddlewareKind::Jwt(j) => j.files(),
         }
     }
