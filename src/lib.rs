@@ -19,8 +19,10 @@
 //!                               protocol choice, connection drivers              (1)
 //!  proxy                        one request: route → admit → forward → respond   (1)
 //!  upstream, discovery,         pools, endpoints, upstream connections and the
-//!  probe, snapshot              request body; what writes endpoint sets (registry
-//!                               sources) and active health; the state requests read (4)
+//!  probe, middleware,           request body; what writes endpoint sets (registry
+//!  snapshot                     sources) and active health; route middleware
+//!                               (auth, rate limits, rewrites); the state requests
+//!                               read                                             (5)
 //!  metrics, error, routing,     metric handles; ProxyError → status (one place);
 //!  limits                       host/path table; client and pool limits          (4)
 //!  config                       validated, immutable; plain data and TLS material (1)
@@ -52,9 +54,12 @@
 //!                  lines as received; its HeaderMap holds only what weir adds)
 //!                    1 prepare: limits::check_head (414/413), the host (400 if
 //!                      invalid), Shared::snapshot() → routing::RoutingTable::resolve
-//!                      → Arc<Pool> (guard dropped before any await),
-//!                      Pool::admit → Lease (pool slots, balance::Selector,
-//!                      in_flight += 1), upstream::headers rewrite (lines dropped
+//!                      → Arc<Pool> and the route's middleware::Chain (guard
+//!                      dropped before any await); the chain, if any, runs
+//!                      (boxed): each step lets the request on, changed, or
+//!                      answers it (error::Refusal → 401/403/429/30x/503),
+//!                      Pool::admit → Lease (circuit breaker, pool slots,
+//!                      balance::Selector, in_flight += 1), upstream::headers rewrite (lines dropped
 //!                      in place, weir's fields into the map), replay buffer
 //!                    2 attempts: upstream ConnPool::send within connect and
 //!                      response-header timeouts — http1 pools: upstream::h1, weir's
@@ -69,7 +74,8 @@
 //!                      and, at its end, drops the lease, returns the connection
 //!                      to the idle pool, and writes the access-log line and metrics
 //!  errors: error::ProxyError::status() — 400/408/413/414/431/501/505 client faults,
-//!          404 no route, 503 no endpoint or pool full, 502 connect/protocol
+//!          404 no route, a middleware's Refusal (its own status), 503 no
+//!          endpoint, pool full or circuit open, 502 connect/protocol
 //!          failure (an endpoint's malformed response included), 504 timeout
 //! ```
 //!

@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Debian's default), mimalloc asks for huge pages on its arenas, so a
 /// touched byte can commit 2 MiB. Without, the resident set of an idle weir
 /// is ~4 MiB smaller (16.2 → 12.3 MiB) and grows with load in 4 KiB steps,
-/// not 2 MiB ones; the request path measured no slower.
+/// not 2 MiB ones; the side-by-side runs in `benches/README.md` show no
+/// loss of requests per CPU-second.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
