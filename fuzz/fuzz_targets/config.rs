@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
         // What startup and reload do with a valid config next.
         let _ = config.warnings();
         let _ = config.summary();
-        let _ = config.tls_files();
+        let _ = config.watched_files();
     }
 });

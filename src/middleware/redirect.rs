@@ -89,10 +89,13 @@ impl Redirect {
         if let Some(p) = there.port {
             loc.push_str(&format!(":{p}"));
         }
-        loc.push_str(&there.path);
+        // A target with bytes a URL cannot hold as they are (HTTP/2 lets
+        // non-ASCII through) goes out percent-encoded: `Location` stays
+        // visible ASCII.
+        super::rewrite::encode_into(&mut loc, &there.path, b"/");
         if let Some(q) = query {
             loc.push('?');
-            loc.push_str(q);
+            super::rewrite::encode_into(&mut loc, q, b"/?");
         }
         Some(loc)
     }
@@ -198,6 +201,13 @@ mod tests {
         assert_eq!(
             r.location(false, "h:81", "/x", None).as_deref(),
             Some("http://h:81/gone")
+        );
+        // Bytes a URL cannot hold as they are go out percent-encoded.
+        let r = redirect(Some("https"), None, None, PathChange::Keep);
+        assert_eq!(
+            r.location(false, "h", "/caf\u{e9}", Some("q=\u{e9}&x=%41"))
+                .as_deref(),
+            Some("https://h/caf%C3%A9?q=%C3%A9&x=%41")
         );
     }
 }

@@ -76,24 +76,30 @@ impl Rewrite {
 
 /// `path` with a leading `/`, and every byte outside RFC 3986 `pchar`
 /// and `/` percent-encoded (an existing `%XX` is kept).
-fn valid_path(path: &str) -> String {
+pub(super) fn valid_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     if !path.starts_with('/') {
         out.push('/');
     }
-    let bytes = path.as_bytes();
+    encode_into(&mut out, path, b"/");
+    out
+}
+
+/// Appends `part` to `out` with every byte that is neither `pchar` nor in
+/// `also` percent-encoded; an existing `%XX` escape is kept as it is.
+pub(super) fn encode_into(out: &mut String, part: &str, also: &[u8]) {
+    let bytes = part.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
         let escape_ok = b == b'%'
             && bytes
                 .get(i + 1..i + 3)
                 .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
-        if is_pchar(b) || b == b'/' || escape_ok {
+        if is_pchar(b) || also.contains(&b) || escape_ok {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out
 }
 
 /// RFC 3986 `pchar` without `%`: unreserved, sub-delims, `:` and `@`.
