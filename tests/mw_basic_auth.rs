@@ -65,12 +65,6 @@ async fn hit(
     (parts, String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn rejections(weir: &weir::Weir, reason: &str) -> f64 {
-    let s = scrape(weir).await;
-    let labels = [("middleware", "auth"), ("reason", reason)];
-    sample(&s, "weir_middleware_rejections_total", &labels).unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn right_wrong_missing_and_malformed_credentials() {
     let backend = echo_backend("b").await;
@@ -101,11 +95,15 @@ async fn right_wrong_missing_and_malformed_credentials() {
         ),
     ];
     for (fields, reason) in refused {
-        let before = rejections(&weir, reason).await;
+        let before = rejections(&weir, "auth", reason).await;
         let (parts, _) = hit(&c, addr, fields).await;
         assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "{fields:?}");
         assert_eq!(parts.headers["www-authenticate"], challenge, "{fields:?}");
-        assert_eq!(rejections(&weir, reason).await, before + 1.0, "{fields:?}");
+        assert_eq!(
+            rejections(&weir, "auth", reason).await,
+            before + 1.0,
+            "{fields:?}"
+        );
     }
     assert_eq!(backend.count(), 0, "no refused request reached the backend");
 

@@ -105,12 +105,6 @@ async fn hit(
     (parts, String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn rejections(weir: &weir::Weir, reason: &str) -> f64 {
-    let s = scrape(weir).await;
-    let labels = [("middleware", "auth"), ("reason", reason)];
-    sample(&s, "weir_middleware_rejections_total", &labels).unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn an_allowed_request_carries_the_services_fields_and_the_service_sees_the_original() {
     let backend = echo_backend("b").await;
@@ -190,7 +184,7 @@ async fn denials_reach_the_client_as_the_service_sent_them() {
     assert_eq!(lengths, [body.len().to_string().as_str()]);
 
     assert_eq!(backend.count(), 0, "no denied request reached the backend");
-    assert_eq!(rejections(&weir, "denied").await, 2.0);
+    assert_eq!(rejections(&weir, "auth", "denied").await, 2.0);
 }
 
 #[tokio::test]
@@ -206,14 +200,14 @@ async fn a_slow_or_unreachable_service_is_a_503_and_never_lets_the_request_throu
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(rejections(&weir, "auth_timeout").await, 1.0);
+    assert_eq!(rejections(&weir, "auth", "auth_timeout").await, 1.0);
 
     let down = dead_addr().await;
     let weir2 = start(&config(backend.addr, &mw(down, ""))).await;
     let addr2 = weir2.listener_addr("main").unwrap();
     let (parts, _) = hit(&c, addr2, "GET", "/", &[("cookie", "session=good")]).await;
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(rejections(&weir2, "auth_unavailable").await, 1.0);
+    assert_eq!(rejections(&weir2, "auth", "auth_unavailable").await, 1.0);
     assert_eq!(backend.count(), 0, "the backend was never reached");
 }
 
@@ -267,34 +261,6 @@ fn bad_addresses_and_cas_are_refused_with_what_to_write() {
     }
 }
 
-/// A CA (its PEM) and a TLS acceptor with a leaf it issued for 127.0.0.1.
-fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let ca = params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    (
-        ca.pem(),
-        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)),
-    )
-}
-
 /// The auth service over HTTPS: `Cookie: session=good` gets a 200 with
 /// `Remote-User: alice`, anything else a 401. Counts TLS connections.
 async fn https_auth_service(
@@ -342,7 +308,7 @@ async fn https_auth_service(
 async fn an_https_service_is_verified_by_its_ca_and_its_connection_reused() {
     use std::sync::atomic::Ordering;
     let backend = echo_backend("b").await;
-    let (ca_pem, acceptor) = tls_server();
+    let (ca_pem, acceptor) = tls_server_for_localhost();
     let (auth, conns) = https_auth_service(acceptor).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("auth-ca.pem");
@@ -383,6 +349,6 @@ async fn an_https_service_is_verified_by_its_ca_and_its_connection_reused() {
     let addr2 = weir2.listener_addr("main").unwrap();
     let (parts, _) = hit(&c, addr2, "GET", "/x", &[("cookie", "session=good")]).await;
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(rejections(&weir2, "auth_unavailable").await, 1.0);
+    assert_eq!(rejections(&weir2, "auth", "auth_unavailable").await, 1.0);
     assert_eq!(backend.count(), 3);
 }

@@ -629,40 +629,11 @@ fn config_errors_name_the_key_and_the_fix() {
     assert!(e.contains("cannot read"), "{e}");
 }
 
-/// A CA (its PEM) and a TLS acceptor with a leaf it issued for 127.0.0.1.
-fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "test idp ca");
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let ca = params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-    )
-    .unwrap();
-    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-}
-
 #[tokio::test]
 async fn an_https_jwks_is_fetched_when_its_certificate_verifies() {
     let backend = echo_backend("b").await;
     let ec = es256("ec-1");
-    let (ca_pem, acceptor) = tls_server();
+    let (ca_pem, acceptor) = tls_server_for_localhost();
     let jwks = Jwks::serve_with(&[&ec.jwk], Some(acceptor)).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("idp-ca.pem");

@@ -377,3 +377,40 @@ pub async fn serve_until_expired(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `weir_middleware_rejections_total` of `middleware` for `reason` (0 when
+/// no such series exists yet).
+pub async fn rejections(weir: &weir::Weir, middleware: &str, reason: &str) -> f64 {
+    let s = scrape(weir).await;
+    let labels = [("middleware", middleware), ("reason", reason)];
+    sample(&s, "weir_middleware_rejections_total", &labels).unwrap_or(0.0)
+}
+
+/// A CA (its PEM) and a TLS acceptor with a leaf it issued for 127.0.0.1.
+pub fn tls_server_for_localhost() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test idp ca");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
