@@ -277,12 +277,17 @@ impl Connector {
         tcp.set_connect_timeout(Some(config.timeout));
         tcp.enforce_http(false);
         let tls = (config.address.scheme_str() == Some("https")).then(|| {
-            super::jwt::keys::client_tls(config.ca.as_ref())
-                .map(tokio_rustls::TlsConnector::from)
-                .map_err(|e| {
-                    tracing::error!(address = %config.address, error = %e, "forward_auth TLS");
-                    Arc::from(e)
-                })
+            crate::tls::http1_client_config(
+                config
+                    .ca
+                    .as_ref()
+                    .map(|c| (c.path.as_path(), c.pem.as_slice())),
+            )
+            .map(tokio_rustls::TlsConnector::from)
+            .map_err(|e| {
+                tracing::error!(address = %config.address, error = %e, "forward_auth TLS");
+                Arc::from(e)
+            })
         });
         Connector { tcp, tls }
     }

@@ -159,12 +159,44 @@ pub(crate) fn certified_key(
 /// Reads a PEM bundle of CA certificates into a root store.
 pub(crate) fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
     let pem = read_file(path)?;
-    let certs = parse_certs(path, &pem)?;
+    let roots = roots_from_pem(path, &pem)?;
+    Ok((roots, pem))
+}
+
+/// The root store of a PEM bundle already read from `path`.
+fn roots_from_pem(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    for c in certs {
+    for c in parse_certs(path, pem)? {
         roots
             .add(c)
             .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
     }
-    Ok((roots, pem))
+    Ok(roots)
+}
+
+/// The bundled Mozilla roots (webpki-roots): the same on every machine.
+pub(crate) fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// A client config for HTTP/1.1 over TLS to a service weir asks on its
+/// own behalf (a JWKS server, an auth service): server certificates
+/// checked against `ca` (a bundle's path and bytes, read at config load)
+/// or the public roots; no client certificate.
+pub fn http1_client_config(
+    ca: Option<(&Path, &[u8])>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = match ca {
+        Some((path, pem)) => roots_from_pem(path, pem)?,
+        None => public_roots(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -142,9 +142,7 @@ pub fn load_upstream_tls(
             material.push(pem);
             roots
         }
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
+        None => stls::public_roots(),
     };
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()

@@ -99,7 +99,7 @@ pub struct ForwardAuthConfig {
     pub max_response_bytes: usize,
     /// The CA bundle an `https://` service's certificate is checked
     /// against; `None`: the public web roots.
-    pub ca: Option<super::jwt::CaFile>,
+    pub ca: Option<super::CaFile>,
 }
 
 pub(in crate::config) fn validate(
@@ -179,14 +179,12 @@ fn ca_file(
     key: &str,
     address: &Uri,
     ca: &str,
-) -> Result<super::jwt::CaFile, ConfigError> {
+) -> Result<super::CaFile, ConfigError> {
     if address.scheme_str() != Some("https") {
         return Err(v.err(
             key,
             "`ca` is for an `https://` address; remove it or use https",
         ));
     }
-    let path = v.path(key, ca)?;
-    let (_, pem) = crate::tls::load_roots(&path).map_err(|e| v.err(key, e))?;
-    Ok(super::jwt::CaFile { path, pem })
+    super::ca_file(v, key, ca)
 }

@@ -146,7 +146,7 @@ pub enum KeySource {
         url: String,
         /// The CA bundle that signs the JWKS server's certificate, when
         /// not a public one.
-        ca: Option<CaFile>,
+        ca: Option<super::CaFile>,
     },
     /// An HMAC secret read from a file.
     Secret {
@@ -155,23 +155,6 @@ pub enum KeySource {
         /// Its bytes as read (hashed and compared by reloads).
         bytes: Secret,
     },
-}
-
-/// A CA bundle read at config load.
-#[derive(Clone, PartialEq)]
-pub struct CaFile {
-    /// The file.
-    pub path: PathBuf,
-    /// Its PEM bytes as read (parsed once at load to check them).
-    pub pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for CaFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaFile")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Secret bytes that never show in `Debug` output (`weir check`, logs).
@@ -292,9 +275,7 @@ pub(in crate::config) fn validate(
                 "`jwks_ca` is for an https:// `jwks_url`; remove it or use https",
             ));
         }
-        let path = v.path(&at, &ca)?;
-        let (_, pem) = crate::tls::load_roots(&path).map_err(|e| v.err(&at, e))?;
-        *slot = Some(CaFile { path, pem });
+        *slot = Some(super::ca_file(v, &at, &ca)?);
     }
     let algorithms = algorithms(v, key, &keys, raw.algorithms)?;
     let list = |l: Option<OneOrMany>| match l {

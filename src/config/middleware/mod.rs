@@ -292,6 +292,32 @@ pub(super) fn cidr(v: &Validator<'_>, key: &str, s: &str) -> Result<ipnet::IpNet
         })
 }
 
+/// A CA bundle read at config load.
+#[derive(Clone, PartialEq)]
+pub struct CaFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its PEM bytes as read (parsed once at load to check them).
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A CA bundle named at `key` (a config-relative path), read and parsed
+/// now, so a bad file fails the load and its bytes are hashed and watched
+/// (see [`MiddlewareKind::files`]).
+pub(super) fn ca_file(v: &Validator<'_>, key: &str, value: &str) -> Result<CaFile, ConfigError> {
+    let path = v.path(key, value)?;
+    let (_, pem) = crate::tls::load_roots(&path).map_err(|e| v.err(key, e))?;
+    Ok(CaFile { path, pem })
+}
+
 /// Validates `trusted_proxies:` (absent is none: the client is the peer).
 pub(super) fn trusted_proxies(
     v: &Validator<'_>,

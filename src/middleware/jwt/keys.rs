@@ -43,7 +43,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::verify::{Claims, KeySet, Reason, Verifier};
-use crate::config::middleware::jwt::CaFile;
+use crate::config::middleware::CaFile;
 
 /// The shortest time between two unknown-`kid` refetches.
 pub const KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -279,25 +279,7 @@ pub type Tls = Result<Arc<rustls::ClientConfig>, String>;
 /// The TLS client config for `https://` key sets: the roots of `ca` (as
 /// read and checked at config load), or the public web roots.
 pub fn client_tls(ca: Option<&CaFile>) -> Tls {
-    let roots = match ca {
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in crate::tls::parse_certs(&ca.path, &ca.pem)? {
-                roots.add(cert).map_err(|e| format!("jwks_ca: {e}"))?;
-            }
-            roots
-        }
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    crate::tls::http1_client_config(ca.map(|c| (c.path.as_path(), c.pem.as_slice())))
 }
 
 /// One fetch of the key set at `url`, bounded by `timeout`.
